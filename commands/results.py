@@ -86,7 +86,9 @@ class Result:
                 {"label": a.label, "command": a.command, "style": a.style, "confirm": a.confirm}
                 for a in self.actions
             ],
-            "steps": [{"name": s.name, "state": s.state.value, "detail": s.detail} for s in self.steps],
+            "steps": [
+                {"name": s.name, "state": s.state.value, "detail": s.detail} for s in self.steps
+            ],
         }
 
 

@@ -1,0 +1,226 @@
+"""A thin, typed view over a raw Argo CD Application (argoproj.io/v1alpha1).
+
+The raw JSON stays as Argo CD sent it (``raw``); properties read the fields the bot relies on,
+tolerating anything missing, since an app mid-creation or from an older Argo CD may lack them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+TERMINAL_PHASES = ("Succeeded", "Failed", "Error")
+FAILED_PHASES = ("Failed", "Error")
+TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+
+
+def dig(obj: Any, *path: str, default: Any = None) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return default
+        obj = obj.get(key)
+        if obj is None:
+            return default
+    return obj
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A resource that failed to sync or is not healthy, with Argo CD's own message."""
+
+    kind: str
+    name: str
+    namespace: str
+    status: str
+    message: str
+
+    def line(self) -> str:
+        where = f"{self.kind}/{self.name}"
+        return f"{where} {self.status}" + (f": {self.message}" if self.message else "")
+
+
+class Application:
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.raw = raw
+
+    def __repr__(self) -> str:
+        return f"Application({self.name!r}, {self.sync_status}/{self.health_status})"
+
+    @property
+    def name(self) -> str:
+        return str(dig(self.raw, "metadata", "name", default=""))
+
+    @property
+    def resource_version(self) -> str:
+        return str(dig(self.raw, "metadata", "resourceVersion", default=""))
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(dig(self.raw, "metadata", "labels", default={}) or {})
+
+    @property
+    def owner_kinds(self) -> list[str]:
+        refs = dig(self.raw, "metadata", "ownerReferences", default=[]) or []
+        return [str(r.get("kind", "")) for r in refs if isinstance(r, dict)]
+
+    @property
+    def project(self) -> str:
+        return str(dig(self.raw, "spec", "project", default="default"))
+
+    @property
+    def dest_namespace(self) -> str:
+        return str(dig(self.raw, "spec", "destination", "namespace", default=""))
+
+    @property
+    def dest_cluster(self) -> str:
+        d = dig(self.raw, "spec", "destination", default={}) or {}
+        return str(d.get("name") or d.get("server") or "in-cluster")
+
+    @property
+    def source(self) -> dict[str, Any]:
+        src = dig(self.raw, "spec", "source")
+        if isinstance(src, dict):
+            return src
+        sources = dig(self.raw, "spec", "sources", default=[]) or []
+        return sources[0] if sources and isinstance(sources[0], dict) else {}
+
+    @property
+    def source_path(self) -> str:
+        return str(self.source.get("path") or "")
+
+    @property
+    def repo_url(self) -> str:
+        return str(self.source.get("repoURL") or "")
+
+    @property
+    def automated(self) -> dict[str, Any] | None:
+        a = dig(self.raw, "spec", "syncPolicy", "automated")
+        return a if isinstance(a, dict) else None
+
+    @property
+    def auto_sync(self) -> bool:
+        a = self.automated
+        # a present automated block with enabled unset counts as enabled
+        return a is not None and a.get("enabled", True) is not False
+
+    @property
+    def self_heal(self) -> bool:
+        a = self.automated
+        return bool(a and self.auto_sync and a.get("selfHeal"))
+
+    @property
+    def sync_status(self) -> str:
+        return str(dig(self.raw, "status", "sync", "status", default="Unknown"))
+
+    @property
+    def revision(self) -> str:
+        return str(dig(self.raw, "status", "sync", "revision", default=""))
+
+    @property
+    def health_status(self) -> str:
+        return str(dig(self.raw, "status", "health", "status", default="Unknown"))
+
+    @property
+    def health_message(self) -> str:
+        return str(dig(self.raw, "status", "health", "message", default=""))
+
+    @property
+    def operation(self) -> dict[str, Any] | None:
+        op = self.raw.get("operation")
+        return op if isinstance(op, dict) else None
+
+    @property
+    def operation_state(self) -> dict[str, Any]:
+        return dict(dig(self.raw, "status", "operationState", default={}) or {})
+
+    @property
+    def phase(self) -> str:
+        return str(self.operation_state.get("phase") or "")
+
+    @property
+    def operation_message(self) -> str:
+        return str(self.operation_state.get("message") or "")
+
+    @property
+    def operation_running(self) -> bool:
+        return self.operation is not None or self.phase in ("Running", "Terminating")
+
+    @property
+    def initiated_by(self) -> str:
+        op = self.operation or dig(self.raw, "status", "operationState", "operation") or {}
+        ib = op.get("initiatedBy") or {}
+        if ib.get("automated"):
+            return "auto-sync"
+        return str(ib.get("username") or "someone")
+
+    @property
+    def conditions(self) -> list[dict[str, Any]]:
+        return list(dig(self.raw, "status", "conditions", default=[]) or [])
+
+    @property
+    def has_presync_hook(self) -> bool:
+        """True when the last sync ran a PreSync hook of the app's own (then ours is skipped)."""
+        for r in (
+            dig(self.raw, "status", "operationState", "syncResult", "resources", default=[]) or []
+        ):
+            if isinstance(r, dict) and r.get("hookType") == "PreSync":
+                return True
+        return False
+
+    def sync_problems(self) -> list[Problem]:
+        out = []
+        res = dig(self.raw, "status", "operationState", "syncResult", "resources", default=[]) or []
+        for r in res:
+            if not isinstance(r, dict):
+                continue
+            failed = r.get("status") == "SyncFailed" or r.get("hookPhase") in ("Failed", "Error")
+            if failed:
+                out.append(
+                    Problem(
+                        kind=str(r.get("kind", "")),
+                        name=str(r.get("name", "")),
+                        namespace=str(r.get("namespace", "")),
+                        status=str(r.get("status") or r.get("hookPhase") or "SyncFailed"),
+                        message=str(r.get("message", "")),
+                    )
+                )
+        return out
+
+    def unhealthy_resources(self) -> list[Problem]:
+        out = []
+        for r in dig(self.raw, "status", "resources", default=[]) or []:
+            h = (r or {}).get("health") or {}
+            if h.get("status") in ("Degraded", "Missing", "Unknown", "Progressing", "Suspended"):
+                out.append(
+                    Problem(
+                        kind=str(r.get("kind", "")),
+                        name=str(r.get("name", "")),
+                        namespace=str(r.get("namespace", "")),
+                        status=str(h.get("status")),
+                        message=str(h.get("message", "")),
+                    )
+                )
+        return out
+
+
+def tree_problems(nodes: list[dict[str, Any]]) -> list[Problem]:
+    """Degraded/Missing nodes of a resource tree: the 'which resource and why' answer."""
+    out = []
+    for n in nodes:
+        h = n.get("health") or {}
+        if h.get("status") in ("Degraded", "Missing"):
+            out.append(
+                Problem(
+                    kind=str(n.get("kind", "")),
+                    name=str(n.get("name", "")),
+                    namespace=str(n.get("namespace", "")),
+                    status=str(h.get("status")),
+                    message=str(h.get("message", "")),
+                )
+            )
+    return out
+
+
+def short(rev: str) -> str:
+    return rev[:7] if rev else "?"
