@@ -1,0 +1,249 @@
+"""Settings, read once: ``CHATOPS_*`` environment variables over an optional YAML file.
+
+A wrong or missing setting stops the program with ONE message that lists every problem and how
+to fix it (``ConfigError``), never a traceback. Secrets are ``SecretStr``: they never appear in a
+repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+Role = Literal["viewer", "operator", "admin"]
+ROLE_ORDER: dict[str, int] = {"none": 0, "viewer": 1, "operator": 2, "admin": 3}
+
+
+class ConfigError(Exception):
+    """Every configuration problem at once, each with how to fix it."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = ["Configuration problems:"]
+        lines += [f"  - {p}" for p in self.problems]
+        lines.append("Set them as CHATOPS_* environment variables or in the YAML file (--config).")
+        return "\n".join(lines)
+
+
+class Grant(BaseModel):
+    """Who gets which role, optionally only for some projects or app-name patterns."""
+
+    role: Role
+    slack_users: list[str] = []
+    slack_groups: list[str] = []
+    discord_users: list[str] = []
+    discord_roles: list[str] = []
+    projects: list[str] = []  # empty: every project
+    apps: list[str] = []  # fnmatch patterns; empty: every app
+
+    def covers(self, app: str | None, project: str | None) -> bool:
+        if self.apps and (app is None or not any(fnmatch.fnmatch(app, p) for p in self.apps)):
+            return False
+        if self.projects and (project is None or project not in self.projects):
+            return False
+        return True
+
+
+class Authorization(BaseModel):
+    default_role: Literal["none", "viewer"] = "viewer"
+    slack_team_ids: list[str] = []  # empty: the team of the bot token (checked at runtime)
+    slack_channels: list[str] = []  # empty: any channel
+    discord_channels: list[str] = []
+    discord_guilds: list[str] = []
+    grants: list[Grant] = []
+
+
+class Route(BaseModel):
+    """Where alerts of matching apps go. Patterns are fnmatch; empty matches everything."""
+
+    projects: list[str] = []
+    apps: list[str] = []
+    namespaces: list[str] = []
+    slack_channel: str | None = None
+    discord_channel: str | None = None
+
+    def matches(self, app: str, project: str, namespace: str) -> bool:
+        def ok(patterns: list[str], value: str) -> bool:
+            return not patterns or any(fnmatch.fnmatch(value, p) for p in patterns)
+
+        return ok(self.apps, app) and ok(self.projects, project) and ok(self.namespaces, namespace)
+
+
+class CommandNames(BaseModel):
+    sync: str = "sync"
+    rollback: str = "rollback"
+    selfheal: str = "selfheal"
+    verify_rootless: str = "verify-rootless"
+    status: str = "status"
+    help: str = "help"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CHATOPS_", extra="forbid", env_nested_delimiter="__", validate_default=True
+    )
+
+    # Argo CD
+    argocd_url: str | None = None
+    argocd_token: SecretStr | None = None
+    argocd_ca_bundle: str | None = None
+    argocd_insecure: bool = False
+    argocd_ui_url: str | None = None  # links in chat; defaults to argocd_url
+    # Slack
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_alert_channel: str | None = None
+    # Discord
+    discord_token: SecretStr | None = None
+    discord_api_url: str | None = None
+    discord_gateway_url: str | None = None
+    discord_alert_channel: str | None = None
+    discord_guild_id: str | None = None
+    # Git host
+    git_provider: Literal["github", "gitlab"] = "github"
+    git_api_url: str | None = None
+    git_token: SecretStr | None = None
+    git_repo: str | None = None
+    git_branch: str = "main"
+    # server, state
+    webhook_token: SecretStr | None = None
+    state_db: str = "./chatops.db"
+    listen: str = "0.0.0.0:8080"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # behaviour
+    sync_timeout: float = Field(300.0, ge=10, le=3600)
+    presync_timeout: float = Field(120.0, ge=5, le=1800)
+    postsync_timeout: float = Field(300.0, ge=10, le=3600)
+    retry_limit: int = Field(3, ge=0, le=10)
+    degraded_grace: float = Field(60.0, ge=0, le=3600)
+    reannounce_interval: float = Field(1800.0, ge=60, le=86400)
+    kube_exec: bool = True
+    leader_election: bool = False
+    # YAML-only structures (also settable as JSON in env)
+    authorization: Authorization = Authorization()
+    routes: list[Route] = []
+    command_names: CommandNames = CommandNames()
+    command_prefix: str = ""  # e.g. "argo-" makes /argo-sync
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        _host, sep, port = v.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 0.0.0.0:8080")
+        return v
+
+    @field_validator("argocd_url", "git_api_url", "discord_api_url", "slack_api_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
+
+    @field_validator("git_repo")
+    @classmethod
+    def _repo(cls, v: str | None) -> str | None:
+        if v is not None and "/" not in v.strip("/"):
+            raise ValueError("must be owner/name (GitHub) or group/project (GitLab)")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # explicit arguments > environment > YAML file (passed in as init kwargs by load())
+        return (env_settings, init_settings)
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0] or "0.0.0.0"
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def ui_url(self) -> str:
+        return (self.argocd_ui_url or self.argocd_url or "").rstrip("/")
+
+    @property
+    def git_api_base(self) -> str:
+        if self.git_api_url:
+            return self.git_api_url.rstrip("/")
+        return "https://api.github.com" if self.git_provider == "github" else "https://gitlab.com"
+
+    def command_name(self, command: str) -> str:
+        return self.command_prefix + str(getattr(self.command_names, command.replace("-", "_")))
+
+    def require(self, *names: str, why: str) -> None:
+        """Refuse to go on when settings ``why`` needs are missing, naming all of them."""
+        missing = [n for n in names if getattr(self, n) in (None, "")]
+        if missing:
+            raise ConfigError([f"CHATOPS_{n.upper()} is not set ({why} needs it)." for n in missing])
+
+
+_HINTS = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known setting (check the spelling)",
+}
+
+
+def load(config_file: str | None = None) -> Settings:
+    """Read the YAML file (``--config`` or ``CHATOPS_CONFIG``) and the environment."""
+    env = os.environ
+    path = config_file or env.get("CHATOPS_CONFIG")
+    data: dict[str, Any] = {}
+    problems: list[str] = []
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError([f"Config file {path} does not exist."]) from None
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError([f"Config file {path} cannot be read: {_short(e)}"]) from None
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"Config file {path} must be a mapping of settings."])
+        data = {str(k).replace("-", "_").lower(): v for k, v in loaded.items()}
+    unknown_env = [
+        k
+        for k in env
+        if k.startswith("CHATOPS_")
+        and k != "CHATOPS_CONFIG"
+        and k[8:].lower().split("__")[0] not in Settings.model_fields
+    ]
+    problems += [f"{k} is not a known setting (check the spelling)." for k in sorted(unknown_env)]
+    try:
+        settings = Settings(**data)
+    except ValidationError as e:
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            top = str(err["loc"][0]) if err["loc"] else loc
+            name = f"CHATOPS_{top.upper()}" if top in Settings.model_fields else loc
+            where = f"{name} ({loc})" if loc != top else name
+            msg = _HINTS.get(err["type"], err["msg"])
+            problems.append(f"{where}: {msg}.")
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _short(e: Exception) -> str:
+    return str(e).splitlines()[0][:200]
