@@ -183,7 +183,8 @@ class Store:
     def audit_list(
         self, *, app: str | None = None, since: float | None = None, limit: int = 200
     ) -> list[dict[str, Any]]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if app:
             where.append("app=?")
             params.append(app)
