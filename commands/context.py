@@ -1,0 +1,40 @@
+"""What a command runs against: the clients, the durable timers, the clock."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from commands.argocd import ArgoCD
+from commands.ports import Timers
+
+if TYPE_CHECKING:
+    from commands.githost import GitHost
+    from commands.kube import KubeOps
+
+
+@dataclass
+class Services:
+    argocd: ArgoCD
+    kube: KubeOps | None = None
+    timers: Timers | None = None
+    git: GitHost | None = None
+    ui_url: str = ""
+    now: Callable[[], float] = field(default=time.time)
+
+    def app_link(self, app: str) -> str:
+        base = (self.ui_url or self.argocd.base_url).rstrip("/")
+        return f"{base}/applications/{app}"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asked, for Argo CD's ``infos``, commit trailers and the audit log."""
+
+    name: str = "cli"
+    via: str = "cli"  # cli | slack | discord | ci | hook
+
+    def label(self) -> str:
+        return self.name if self.via == "cli" else f"{self.name} via {self.via}"

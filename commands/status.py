@@ -1,0 +1,81 @@
+"""``status APP``: sync, health, operation, revision, and what is not healthy and why."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from commands import validation
+from commands.apps import Application, short
+from commands.context import Services
+from commands.results import Action, Fact, Link, Result, Status
+from commands.selfheal import TIMER_KIND
+from commands.sync import degraded_problems, problem_facts
+
+
+async def status(svc: Services, app_name: str) -> Result:
+    validation.app_name(app_name)
+    app = await svc.argocd.get(app_name)
+    facts: list[Fact] = [
+        Fact("sync", f"{app.sync_status} at {short(app.revision)}"),
+        Fact(
+            "health", app.health_status + (f": {app.health_message}" if app.health_message else "")
+        ),
+    ]
+    if app.phase:
+        op = app.phase
+        if app.operation_running:
+            op += f", started by {app.initiated_by}"
+        if app.operation_message:
+            op += f": {app.operation_message[:200]}"
+        facts.append(Fact("operation", op))
+    facts.append(Fact("auto-sync", _policy(app)))
+    if svc.timers is not None:
+        due = await svc.timers.pending(TIMER_KIND, app_name)
+        if due is not None:
+            when = dt.datetime.fromtimestamp(due, dt.UTC).strftime("%H:%M UTC")
+            facts.append(Fact("self-heal back on", when))
+    facts.append(Fact("destination", f"{app.dest_cluster}/{app.dest_namespace}"))
+    problems = []
+    if app.health_status not in ("Healthy",):
+        problems = await degraded_problems(svc, app)
+        if app.phase in ("Failed", "Error"):
+            problems += app.sync_problems()
+    facts += problem_facts(problems)
+    for c in app.conditions[:3]:
+        if c.get("type", "").endswith("Error"):
+            facts.append(Fact(str(c.get("type")), str(c.get("message", ""))[:300]))
+
+    healthy = app.sync_status == "Synced" and app.health_status == "Healthy"
+    summary = f"{app_name} is {app.sync_status} and {app.health_status} at {short(app.revision)}."
+    if problems:
+        summary = f"{app_name} is {app.health_status}: {problems[0].line()}"[:300]
+    actions: list[Action] = []
+    if not healthy and not app.operation_running:
+        actions.append(Action("Sync", f"sync {app_name}", style="primary"))
+        actions.append(
+            Action(
+                "Rollback",
+                f"rollback {app_name}",
+                style="danger",
+                confirm=f"Revert the last commit of {app_name} in Git and sync?",
+            )
+        )
+    actions.append(Action("Verify rootless", f"verify-rootless {app_name}"))
+    return Result(
+        "status",
+        app_name,
+        Status.NOOP if healthy else Status.FAILED,
+        summary,
+        facts=tuple(facts),
+        links=(Link("Argo CD", svc.app_link(app_name)),),
+        actions=tuple(actions),
+    )
+
+
+def _policy(app: Application) -> str:
+    if not app.auto_sync:
+        return "off"
+    a = app.automated or {}
+    parts = ["on", "self-heal " + ("on" if a.get("selfHeal") else "off")]
+    parts.append("prune " + ("on" if a.get("prune") else "off"))
+    return ", ".join(parts)
