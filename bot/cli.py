@@ -26,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", help="YAML settings file (else CHATOPS_CONFIG)")
     common.add_argument("--json", action="store_true", help="machine-readable output")
 

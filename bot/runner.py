@@ -8,7 +8,7 @@ import logging
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bot import cli
@@ -26,9 +26,9 @@ def run(args: argparse.Namespace) -> int:
         if args.cmd == "serve":
             from bot import serve
 
-            return serve.main(settings)
+            return int(serve.main(settings))
         handler = HANDLERS[args.cmd]
-        result = asyncio.run(handler(settings, args))
+        result: Result | None = asyncio.run(handler(settings, args))
     except ConfigError as e:
         print(e.render(), file=sys.stderr)
         return cli.EXIT_USAGE
@@ -87,7 +87,7 @@ def _store(settings: Settings) -> Any:
 
 async def _with_services(
     settings: Settings,
-    fn: Callable[[Any], Awaitable[Result]],
+    fn: Callable[[Any], Coroutine[Any, Any, Result]],
     *,
     store: bool = False,
     kube: bool = True,
@@ -324,7 +324,7 @@ def _caller() -> Any:
     return Caller(user, "cli")
 
 
-HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], Awaitable[Result]]] = {
+HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, Result]]] = {
     "sync": do_sync,
     "selfheal": do_selfheal,
     "status": do_status,

@@ -42,7 +42,7 @@ def kube_api_client() -> Any | None:
     from kubernetes import client, config
 
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         try:
             config.load_kube_config()
