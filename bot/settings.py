@@ -196,7 +196,9 @@ class Settings(BaseSettings):
         """Refuse to go on when settings ``why`` needs are missing, naming all of them."""
         missing = [n for n in names if getattr(self, n) in (None, "")]
         if missing:
-            raise ConfigError([f"CHATOPS_{n.upper()} is not set ({why} needs it)." for n in missing])
+            raise ConfigError(
+                [f"CHATOPS_{n.upper()} is not set ({why} needs it)." for n in missing]
+            )
 
 
 _HINTS = {
