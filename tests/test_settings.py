@@ -1,0 +1,73 @@
+import pytest
+
+from bot import settings as s
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    import os
+
+    for k in list(os.environ):
+        if k.startswith("CHATOPS_"):
+            monkeypatch.delenv(k)
+
+
+def test_defaults_need_nothing():
+    cfg = s.load()
+    assert cfg.state_db == "./chatops.db"
+    assert cfg.listen_port == 8080
+    assert cfg.git_api_base == "https://api.github.com"
+
+
+def test_every_problem_listed_at_once(monkeypatch):
+    monkeypatch.setenv("CHATOPS_LISTEN", "nonsense")
+    monkeypatch.setenv("CHATOPS_ARGOCD_URL", "argocd.local")
+    monkeypatch.setenv("CHATOPS_SYNC_TIMEOUT", "1")
+    monkeypatch.setenv("CHATOPS_ARGOCD_TOKNE", "typo")
+    with pytest.raises(s.ConfigError) as ei:
+        s.load()
+    text = ei.value.render()
+    assert "CHATOPS_LISTEN" in text and "host:port" in text
+    assert "CHATOPS_ARGOCD_URL" in text and "http" in text
+    assert "CHATOPS_SYNC_TIMEOUT" in text
+    assert "CHATOPS_ARGOCD_TOKNE is not a known setting" in text
+    assert len(ei.value.problems) == 4
+
+
+def test_env_overrides_yaml_and_secrets_hidden(tmp_path, monkeypatch):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(
+        "argocd_url: https://yaml.example\nargocd_token: from-yaml-secret\n"
+        "authorization:\n  grants:\n    - role: operator\n      slack_users: [U1]\n"
+        "      apps: ['pay*']\n"
+    )
+    monkeypatch.setenv("CHATOPS_ARGOCD_URL", "https://env.example")
+    cfg = s.load(str(cfg_file))
+    assert cfg.argocd_url == "https://env.example"
+    assert cfg.argocd_token is not None
+    assert cfg.argocd_token.get_secret_value() == "from-yaml-secret"
+    assert "from-yaml-secret" not in repr(cfg)
+    grant = cfg.authorization.grants[0]
+    assert grant.covers("payments", "default") and not grant.covers("billing", "default")
+
+
+def test_bad_yaml_is_one_clear_error(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("- just\n- a list\n")
+    with pytest.raises(s.ConfigError, match="must be a mapping"):
+        s.load(str(f))
+    with pytest.raises(s.ConfigError, match="does not exist"):
+        s.load(str(tmp_path / "missing.yaml"))
+
+
+def test_require_names_missing_settings():
+    cfg = s.load()
+    with pytest.raises(s.ConfigError) as ei:
+        cfg.require("argocd_url", "argocd_token", why="sync")
+    assert "CHATOPS_ARGOCD_URL" in str(ei.value) and "CHATOPS_ARGOCD_TOKEN" in str(ei.value)
+
+
+def test_route_matching():
+    r = s.Route(projects=["pay*"], slack_channel="C1")
+    assert r.matches("x", "payments", "prod")
+    assert not r.matches("x", "billing", "prod")
