@@ -1,0 +1,514 @@
+"""A fake GitHub REST API over a real bare repository (pygit2), on 127.0.0.1.
+
+It serves the endpoints the /rollback client uses with GitHub's shapes, statuses and error
+bodies (``{"message", "documentation_url", "status"}``): repository, refs, REST commits and
+their list, compare, the Git Data API (commits, trees, blobs; create them), ref updates with
+GitHub's fast-forward rule and branch protection, branch creation and pull requests. Objects
+really land in the repository, so a test can check the result with the git CLI.
+
+Tokens carry fine-grained permissions; a write without ``contents: write`` answers 403 with
+``X-Accepted-GitHub-Permissions`` as GitHub does. ``before_ref_update`` runs just before a
+branch update is judged (to move the branch under the client: a race); ``fail`` injects
+statuses. Every request is recorded.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pygit2
+from aiohttp import web
+
+from tests.fakes.server import ThreadedServer
+
+DOCS = "https://docs.github.com/rest"
+WEB = "https://github.test"
+
+
+@dataclass
+class Grant:
+    contents: str | None = "write"  # None | "read" | "write"
+    pull_requests: str | None = "write"
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+    auth: str
+
+
+@dataclass
+class _Failure:
+    method: str
+    fragment: str
+    status: int
+    times: int
+
+
+@dataclass
+class FakeGitHub:
+    bare: Path
+    owner: str = "acme"
+    name: str = "deploy"
+    tokens: dict[str, Grant] = field(default_factory=lambda: {"good-token": Grant()})
+    protected: set[str] = field(default_factory=set)
+    before_ref_update: Callable[[str], None] | None = None
+    requests: list[Recorded] = field(default_factory=list)
+    pulls: list[dict[str, Any]] = field(default_factory=list)
+    _failures: list[_Failure] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.repo = pygit2.Repository(str(self.bare))
+        self.server = ThreadedServer(self._app())
+
+    # -- test controls -------------------------------------------------------------------
+
+    def start(self) -> FakeGitHub:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def fail(self, method: str, fragment: str, status: int, times: int = 1) -> None:
+        self._failures.append(_Failure(method, fragment, status, times))
+
+    def calls(self, method: str, fragment: str = "") -> list[Recorded]:
+        return [r for r in self.requests if r.method == method and fragment in r.path]
+
+    # -- routing -------------------------------------------------------------------------
+
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        base = "/repos/{owner}/{repo}"
+        app.router.add_get(base, self._get_repo)
+        app.router.add_get(base + "/git/ref/{ref:.+}", self._get_ref)
+        app.router.add_get(base + "/git/refs/{ref:.+}", self._get_ref)
+        app.router.add_patch(base + "/git/refs/{ref:.+}", self._update_ref)
+        app.router.add_post(base + "/git/refs", self._create_ref)
+        app.router.add_get(base + "/commits", self._list_commits)
+        app.router.add_get(base + "/commits/{ref}", self._get_commit)
+        app.router.add_get(base + "/compare/{basehead:.+}", self._compare)
+        app.router.add_get(base + "/git/commits/{sha}", self._get_git_commit)
+        app.router.add_post(base + "/git/commits", self._create_commit)
+        app.router.add_get(base + "/git/trees/{sha}", self._get_tree)
+        app.router.add_post(base + "/git/trees", self._create_tree)
+        app.router.add_get(base + "/git/blobs/{sha}", self._get_blob)
+        app.router.add_post(base + "/git/blobs", self._create_blob)
+        app.router.add_post(base + "/pulls", self._create_pull)
+        app.router.add_get(base + "/pulls", self._list_pulls)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        body = await request.json() if request.can_read_body else None
+        auth = request.headers.get("Authorization", "")
+        self.requests.append(
+            Recorded(request.method, request.path, dict(request.query), body, auth)
+        )
+        for failure in self._failures:
+            if (
+                failure.times > 0
+                and failure.method == request.method
+                and failure.fragment in request.path
+            ):
+                failure.times -= 1
+                return _error(failure.status, "Server Error")
+        token = auth.removeprefix("Bearer ").removeprefix("token ").strip()
+        grant = self.tokens.get(token)
+        if grant is None:
+            return _error(401, "Bad credentials")
+        info = request.match_info
+        if info.get("owner") != self.owner or info.get("repo") != self.name:
+            return _error(404, "Not Found")
+        if grant.contents is None:
+            return _error(404, "Not Found")
+        if request.method != "GET":
+            need = "pull_requests" if request.path.endswith("/pulls") else "contents"
+            if getattr(grant, need) != "write":
+                response = _error(403, "Resource not accessible by personal access token")
+                response.headers["X-Accepted-GitHub-Permissions"] = f"{need}=write"
+                return response
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    # -- repository and refs -------------------------------------------------------------
+
+    async def _get_repo(self, request: web.Request) -> web.Response:
+        grant = self.tokens[_token(request)]
+        push = grant.contents == "write"
+        return web.json_response(
+            {
+                "id": 1,
+                "name": self.name,
+                "full_name": f"{self.owner}/{self.name}",
+                "private": True,
+                "html_url": f"{WEB}/{self.owner}/{self.name}",
+                "default_branch": "main",
+                "permissions": {"admin": False, "maintain": False, "push": push, "pull": True},
+            }
+        )
+
+    async def _get_ref(self, request: web.Request) -> web.Response:
+        ref = "refs/" + request.match_info["ref"]
+        if ref not in self.repo.references:
+            return _error(404, "Not Found")
+        return web.json_response(self._ref_json(ref))
+
+    async def _update_ref(self, request: web.Request) -> web.Response:
+        ref = "refs/" + request.match_info["ref"]
+        body = await request.json()
+        if ref not in self.repo.references:
+            return _error(422, "Reference does not exist")
+        new = self._commit_obj(str(body.get("sha", "")))
+        if new is None:
+            return _error(422, "Object does not exist")
+        branch = ref.removeprefix("refs/heads/")
+        if self.before_ref_update is not None:
+            self.before_ref_update(branch)
+        if branch in self.protected:
+            return _error(422, f"Protected branch update failed for {ref}.")
+        current = self.repo.references[ref].target
+        is_ff = new.id == current or self.repo.descendant_of(new.id, current)
+        if not body.get("force", False) and not is_ff:
+            return _error(422, "Update is not a fast forward")
+        self.repo.references[ref].set_target(new.id)
+        return web.json_response(self._ref_json(ref))
+
+    async def _create_ref(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        ref = str(body.get("ref", ""))
+        if not ref.startswith("refs/") or ref.count("/") < 2:
+            return _error(422, "Reference name must start with 'refs/' and have two slashes")
+        if ref in self.repo.references:
+            return _error(422, "Reference already exists")
+        target = self._commit_obj(str(body.get("sha", "")))
+        if target is None:
+            return _error(422, "Object does not exist")
+        self.repo.references.create(ref, target.id)
+        return web.json_response(self._ref_json(ref), status=201)
+
+    def _ref_json(self, ref: str) -> dict[str, Any]:
+        sha = str(self.repo.references[ref].target)
+        return {
+            "ref": ref,
+            "node_id": "REF_x",
+            "url": f"{self.url}/repos/{self.owner}/{self.name}/git/{ref}",
+            "object": {"type": "commit", "sha": sha, "url": self._api(f"git/commits/{sha}")},
+        }
+
+    # -- commits -------------------------------------------------------------------------
+
+    async def _get_commit(self, request: web.Request) -> web.Response:
+        commit = self._resolve(request.match_info["ref"])
+        if commit is None:
+            return web.json_response(
+                {
+                    "message": f"No commit found for SHA: {request.match_info['ref']}",
+                    "documentation_url": f"{DOCS}/commits/commits#get-a-commit",
+                    "status": "422",
+                },
+                status=422,
+            )
+        data = self._rest_commit(commit)
+        parent_tree = commit.parents[0].tree if commit.parents else None
+        diff = (
+            self.repo.diff(parent_tree, commit.tree)
+            if parent_tree is not None
+            else commit.tree.diff_to_tree(swap=True)
+        )
+        statuses = {"A": "added", "D": "removed", "M": "modified", "R": "renamed", "T": "changed"}
+        data["files"] = [
+            {
+                "filename": d.new_file.path,
+                "status": statuses.get(d.status_char(), "modified"),
+                "sha": str(d.new_file.id),
+            }
+            for d in diff.deltas
+        ]
+        return web.json_response(data)
+
+    async def _list_commits(self, request: web.Request) -> web.Response:
+        start = self._resolve(request.query.get("sha", "main"))
+        if start is None:
+            return _error(404, "Not Found")
+        per_page = int(request.query.get("per_page", "30"))
+        page = int(request.query.get("page", "1"))
+        args = ["git", "log", "--format=%H", str(start.id)]
+        if request.query.get("path"):
+            args += ["--", request.query["path"]]
+        shas = subprocess.run(
+            args, cwd=self.bare, capture_output=True, text=True, check=True
+        ).stdout.split()
+        chosen = shas[(page - 1) * per_page : page * per_page]
+        return web.json_response([self._rest_commit(self.repo[s]) for s in chosen])
+
+    async def _compare(self, request: web.Request) -> web.Response:
+        base_ref, _, head_ref = request.match_info["basehead"].partition("...")
+        base, head = self._resolve(base_ref), self._resolve(head_ref)
+        if base is None or head is None:
+            return _error(404, "Not Found")
+        ahead, behind = self.repo.ahead_behind(head.id, base.id)
+        status = (
+            "identical"
+            if base.id == head.id
+            else "ahead"
+            if behind == 0
+            else "behind"
+            if ahead == 0
+            else "diverged"
+        )
+        merge_base = self.repo.merge_base(base.id, head.id)
+        return web.json_response(
+            {
+                "status": status,
+                "ahead_by": ahead,
+                "behind_by": behind,
+                "total_commits": ahead,
+                "base_commit": self._rest_commit(base),
+                "merge_base_commit": self._rest_commit(self.repo[merge_base])
+                if merge_base
+                else None,
+            }
+        )
+
+    async def _get_git_commit(self, request: web.Request) -> web.Response:
+        commit = self._commit_obj(request.match_info["sha"])
+        if commit is None:
+            return _error(404, "Not Found")
+        return web.json_response(self._git_commit(commit))
+
+    async def _create_commit(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        tree = self._object(str(body.get("tree", "")), pygit2.Tree)
+        parents = [self._commit_obj(str(p)) for p in body.get("parents", [])]
+        if tree is None or any(p is None for p in parents) or not body.get("message"):
+            return _error(422, "Invalid request.")
+        who = pygit2.Signature("chatops-bot", "bot@example.com", 1_800_000_000, 0)
+        oid = self.repo.create_commit(
+            None, who, who, str(body["message"]), tree.id, [p.id for p in parents if p]
+        )
+        return web.json_response(self._git_commit(self.repo[oid]), status=201)
+
+    # -- trees and blobs -----------------------------------------------------------------
+
+    async def _get_tree(self, request: web.Request) -> web.Response:
+        tree = self._object(request.match_info["sha"], pygit2.Tree)
+        if tree is None:
+            return _error(404, "Not Found")
+        entries = []
+        for entry in tree:
+            mode = f"{entry.filemode:06o}"
+            kind = {"040000": "tree", "160000": "commit"}.get(mode, "blob")
+            item = {"path": entry.name, "mode": mode, "type": kind, "sha": str(entry.id)}
+            if kind == "blob":
+                item["size"] = self.repo[entry.id].size
+            entries.append(item)
+        return web.json_response({"sha": str(tree.id), "tree": entries, "truncated": False})
+
+    async def _create_tree(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        base = None
+        if body.get("base_tree"):
+            base = self._object(str(body["base_tree"]), pygit2.Tree)
+            if base is None:
+                return _error(422, "Invalid tree info")
+        edits: list[tuple[list[str], int, pygit2.Oid | None]] = []
+        for item in body.get("tree", []):
+            if item.get("content") is not None:
+                oid: pygit2.Oid | None = self.repo.create_blob(str(item["content"]).encode())
+            elif item.get("sha") is None:
+                oid = None
+            else:
+                expected = pygit2.Tree if item.get("type") == "tree" else pygit2.Blob
+                found = self._object(str(item["sha"]), expected)
+                if found is None:
+                    return _error(422, f"tree.sha {item['sha']} is not a valid {item['type']}")
+                oid = found.id
+            edits.append((str(item["path"]).split("/"), int(str(item["mode"]), 8), oid))
+        oid_out = self._edit_tree(base, edits)
+        tree = self.repo[oid_out]
+        return web.json_response(
+            {"sha": str(tree.id), "url": self._api(f"git/trees/{tree.id}"), "truncated": False},
+            status=201,
+        )
+
+    def _edit_tree(
+        self, base: pygit2.Tree | None, edits: list[tuple[list[str], int, pygit2.Oid | None]]
+    ) -> pygit2.Oid:
+        builder = self.repo.TreeBuilder(base) if base is not None else self.repo.TreeBuilder()
+        nested: dict[str, list[tuple[list[str], int, pygit2.Oid | None]]] = {}
+        for parts, mode, oid in edits:
+            if len(parts) > 1:
+                nested.setdefault(parts[0], []).append((parts[1:], mode, oid))
+            elif oid is None:
+                if builder.get(parts[0]) is not None:
+                    builder.remove(parts[0])
+            else:
+                builder.insert(parts[0], oid, mode)
+        for name, sub_edits in nested.items():
+            existing = builder.get(name)
+            sub = self.repo[existing.id] if existing is not None else None
+            sub_tree = sub if isinstance(sub, pygit2.Tree) else None
+            sub_oid = self._edit_tree(sub_tree, sub_edits)
+            if len(self.repo[sub_oid]) == 0:
+                if existing is not None:
+                    builder.remove(name)
+            else:
+                builder.insert(name, sub_oid, pygit2.enums.FileMode.TREE)
+        return builder.write()
+
+    async def _get_blob(self, request: web.Request) -> web.Response:
+        blob = self._object(request.match_info["sha"], pygit2.Blob)
+        if blob is None:
+            return _error(404, "Not Found")
+        encoded = base64.encodebytes(blob.data).decode()  # GitHub wraps lines at 60 chars
+        return web.json_response(
+            {"sha": str(blob.id), "size": blob.size, "content": encoded, "encoding": "base64"}
+        )
+
+    async def _create_blob(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        content = str(body.get("content", ""))
+        data = base64.b64decode(content) if body.get("encoding") == "base64" else content.encode()
+        oid = self.repo.create_blob(data)
+        return web.json_response(
+            {"sha": str(oid), "url": self._api(f"git/blobs/{oid}")}, status=201
+        )
+
+    # -- pull requests -------------------------------------------------------------------
+
+    async def _create_pull(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        head, base = str(body.get("head", "")), str(body.get("base", ""))
+        head_branch = head.split(":", 1)[-1]
+        if f"refs/heads/{head_branch}" not in self.repo.references:
+            return _validation_failed(f"head {head} is not a branch")
+        for pr in self.pulls:
+            if pr["head"]["ref"] == head_branch and pr["state"] == "open":
+                return _validation_failed(
+                    f"A pull request already exists for {self.owner}:{head_branch}."
+                )
+        number = len(self.pulls) + 1
+        pr = {
+            "number": number,
+            "state": "open",
+            "title": body.get("title"),
+            "body": body.get("body"),
+            "html_url": f"{WEB}/{self.owner}/{self.name}/pull/{number}",
+            "head": {
+                "ref": head_branch,
+                "sha": str(self.repo.references[f"refs/heads/{head_branch}"].target),
+            },
+            "base": {"ref": base},
+        }
+        self.pulls.append(pr)
+        return web.json_response(pr, status=201)
+
+    async def _list_pulls(self, request: web.Request) -> web.Response:
+        head = request.query.get("head", "").split(":", 1)[-1]
+        state = request.query.get("state", "open")
+        found = [
+            p for p in self.pulls if (not head or p["head"]["ref"] == head) and p["state"] == state
+        ]
+        return web.json_response(found)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _api(self, suffix: str) -> str:
+        return f"{self.url}/repos/{self.owner}/{self.name}/{suffix}"
+
+    def _object(self, sha: str, kind: type) -> Any:
+        try:
+            obj = self.repo.get(sha) if len(sha) == 40 else None
+        except ValueError:
+            return None
+        return obj if isinstance(obj, kind) else None
+
+    def _commit_obj(self, sha: str) -> pygit2.Commit | None:
+        found: pygit2.Commit | None = self._object(sha, pygit2.Commit)
+        return found
+
+    def _resolve(self, ref: str) -> pygit2.Commit | None:
+        if f"refs/heads/{ref}" in self.repo.references:
+            return self.repo.references[f"refs/heads/{ref}"].peel(pygit2.Commit)
+        try:
+            obj = self.repo.revparse_single(ref)
+        except (KeyError, ValueError, pygit2.GitError):
+            return None
+        return obj if isinstance(obj, pygit2.Commit) else None
+
+    def _rest_commit(self, commit: pygit2.Commit) -> dict[str, Any]:
+        git = self._git_commit(commit)
+        sha = str(commit.id)
+        return {
+            "sha": sha,
+            "node_id": "C_x",
+            "url": self._api(f"commits/{sha}"),
+            "html_url": f"{WEB}/{self.owner}/{self.name}/commit/{sha}",
+            "commit": {
+                "author": git["author"],
+                "committer": git["committer"],
+                "message": git["message"],
+                "tree": git["tree"],
+            },
+            "author": None,
+            "committer": None,
+            "parents": git["parents"],
+        }
+
+    def _git_commit(self, commit: pygit2.Commit) -> dict[str, Any]:
+        sha = str(commit.id)
+        return {
+            "sha": sha,
+            "url": self._api(f"git/commits/{sha}"),
+            "html_url": f"{WEB}/{self.owner}/{self.name}/commit/{sha}",
+            "author": _signature(commit.author),
+            "committer": _signature(commit.committer),
+            "message": commit.message,
+            "tree": {"sha": str(commit.tree_id), "url": self._api(f"git/trees/{commit.tree_id}")},
+            "parents": [
+                {"sha": str(p), "url": self._api(f"git/commits/{p}")} for p in commit.parent_ids
+            ],
+        }
+
+
+def _signature(sig: pygit2.Signature) -> dict[str, str]:
+    when = datetime.fromtimestamp(sig.time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"name": sig.name, "email": sig.email, "date": when}
+
+
+def _token(request: web.Request) -> str:
+    auth = request.headers.get("Authorization", "")
+    return auth.removeprefix("Bearer ").removeprefix("token ").strip()
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response(
+        {"message": message, "documentation_url": DOCS, "status": str(status)}, status=status
+    )
+
+
+def _validation_failed(message: str) -> web.Response:
+    return web.json_response(
+        {
+            "message": "Validation Failed",
+            "errors": [{"resource": "PullRequest", "code": "custom", "message": message}],
+            "documentation_url": f"{DOCS}/pulls/pulls#create-a-pull-request",
+            "status": "422",
+        },
+        status=422,
+    )

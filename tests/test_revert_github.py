@@ -1,0 +1,422 @@
+"""/rollback's revert through GitHub's Git Data API, against a fake GitHub over a real bare
+repository. Each revert's tree is compared with what ``git revert`` makes on a clone."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from commands import errors, githost
+from commands.github import GitHubHost
+from tests.fakes.github_api import FakeGitHub, Grant
+from tests.fakes.gitrepo import Workspace
+
+WEB = "apps/web/deployment.yaml"
+DB = "apps/db/values.yaml"
+DEPLOYMENT = "".join(f"line {i}\n" for i in range(1, 11))
+VALUES = "replicas: 1\nimage: postgres:15\nstorage: 10Gi\n"
+
+
+def _edit(text: str, old: str, new: str) -> str:
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    work = Workspace(tmp_path)
+    work.commit("Initial layout", {WEB: DEPLOYMENT, DB: VALUES, "README.md": "deploy\n"})
+    return work
+
+
+@pytest.fixture
+def github(ws: Workspace) -> Iterator[FakeGitHub]:
+    fake = FakeGitHub(
+        ws.bare,
+        tokens={
+            "good-token": Grant(),
+            "read-only": Grant(contents="read", pull_requests=None),
+            "no-pulls": Grant(contents="write", pull_requests=None),
+        },
+    ).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as c:
+        yield c
+
+
+def _host(github: FakeGitHub, client: httpx.AsyncClient, key: str = "good-token") -> GitHubHost:
+    return GitHubHost(github.url, key, "acme/deploy", "main", client=client)
+
+
+def _writes(github: FakeGitHub) -> list[str]:
+    return [f"{r.method} {r.path}" for r in github.requests if r.method != "GET"]
+
+
+# -- the three shapes of revert, each equal to git's --------------------------------------
+
+
+async def test_reverting_the_tip_restores_the_parent_tree(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    bad = ws.commit(
+        "Bump web to v2",
+        {WEB: _edit(DEPLOYMENT, "line 3\n", "line 3 v2\n"), "apps/web/extra.yaml": "x: 1\n"},
+    )
+    expected = ws.expected_revert(bad)
+
+    outcome = await _host(github, client).revert(bad, requested_by="alice via Slack #ops")
+
+    tip = ws.tip()
+    assert ws.tree(tip) == expected
+    assert ws.parents(tip) == [bad]
+    assert outcome.kind == "committed"
+    assert outcome.sha == tip
+    assert outcome.branch == "main"
+    assert outcome.url == f"https://github.test/acme/deploy/commit/{tip}"
+    assert outcome.reverted.sha == bad
+    assert ws.message(tip) == (
+        f'Revert "Bump web to v2"\n\nThis reverts commit {bad}.\n\n'
+        "Requested-by: alice via Slack #ops"
+    )
+    assert not github.calls("POST", "/git/trees")  # the parent's tree is reused as is
+    patch = github.calls("PATCH", "/git/refs/heads/main")
+    assert [p.body for p in patch] == [{"sha": tip, "force": False}]
+
+
+async def test_reverting_an_older_commit_merges_like_git(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    bad = ws.commit(
+        "Bump web, add config, drop README",
+        {
+            WEB: _edit(DEPLOYMENT, "line 3\n", "line 3 v2\n"),
+            "apps/web/config.yaml": "debug: true\n",
+            "README.md": None,
+        },
+    )
+    later = _edit(_edit(DEPLOYMENT, "line 3\n", "line 3 v2\n"), "line 8\n", "line 8 tuned\n")
+    ws.commit("Tune web", {WEB: later, DB: _edit(VALUES, "replicas: 1", "replicas: 3")})
+    expected = ws.expected_revert(bad)
+    assert expected is not None
+
+    outcome = await _host(github, client).revert(bad, requested_by="bob via Discord #deploys")
+
+    tip = ws.tip()
+    assert ws.tree(tip) == expected
+    assert outcome.sha == tip
+    assert ws.read(tip, WEB) == _edit(DEPLOYMENT, "line 8\n", "line 8 tuned\n").encode()
+    assert ws.read(tip, "README.md") == b"deploy\n"
+    assert len(github.calls("POST", "/git/blobs")) == 1  # only the merged file is uploaded
+
+
+async def test_reverting_a_merge_commit_uses_its_first_parent(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    ws.checkout("feature", create=True)
+    ws.commit("Scale the database", {DB: _edit(VALUES, "replicas: 1", "replicas: 2")}, push=False)
+    ws.commit("Bigger disk", {DB: _edit(VALUES, "10Gi", "50Gi")}, push=False)
+    ws.checkout("main")
+    mainline = ws.commit("Readme tweak", {"README.md": "deploy things\n"})
+    merged = ws.merge("feature", "Merge branch 'feature'")
+    ws.commit("Web v3", {WEB: _edit(DEPLOYMENT, "line 1\n", "line 1 v3\n")})
+    expected = ws.expected_revert(merged)
+    assert expected is not None
+
+    host = _host(github, client)
+    info = await host.commit(merged)
+    outcome = await host.revert(merged, requested_by="carol via Slack #ops")
+
+    assert info.is_merge
+    assert info.parents[0] == mainline
+    tip = ws.tip()
+    assert ws.tree(tip) == expected
+    assert ws.read(tip, DB) == VALUES.encode()
+    assert ws.message(tip).startswith(
+        f"Revert \"Merge branch 'feature'\"\n\nThis reverts commit {merged}, reversing\n"
+        f"changes made to {mainline}.\n"
+    )
+    assert outcome.kind == "committed"
+
+
+# -- when it cannot -----------------------------------------------------------------------
+
+
+async def test_conflict_writes_nothing_and_names_the_paths(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 4\n", "line 4 v2\n")})
+    ws.commit("Touch the next line", {WEB: _edit(DEPLOYMENT, "line 4\n", "line 4 v2\nline 4b\n")})
+    assert ws.expected_revert(bad) is None  # git agrees: it conflicts
+    before = ws.tip()
+
+    with pytest.raises(errors.Conflict) as caught:
+        await _host(github, client).revert(bad, requested_by="alice")
+
+    assert not isinstance(caught.value, githost.NothingToRevert)
+    short = bad[:7]
+    assert caught.value.user_message == (
+        f"Reverting {short} conflicts with later changes in: {WEB}."
+    )
+    assert caught.value.hint is not None
+    assert f"git revert {short}" in caught.value.hint
+    assert ws.tip() == before
+    assert _writes(github) == []
+
+
+async def test_preview_shows_the_commit_and_detects_a_conflict_without_writing(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    bad = ws.commit(
+        "Bump web",
+        {WEB: _edit(DEPLOYMENT, "line 4\n", "line 4 v2\n"), DB: VALUES + "x: 1\n"},
+        author="Dana Ops <dana@example.com>",
+    )
+    host = _host(github, client)
+
+    info = await host.preview(bad[:10])
+
+    assert info.sha == bad
+    assert info.short_sha == bad[:7]
+    assert info.author == "Dana Ops"
+    assert info.subject == "Bump web"
+    assert info.files == (DB, WEB)
+    assert info.authored_at.tzinfo is not None
+    later = info.authored_at + timedelta(days=1, hours=2, minutes=5)
+    assert githost.age(info.authored_at, later) == "1d2h ago"
+    ws.commit("Touch the next line", {WEB: _edit(DEPLOYMENT, "line 4\n", "line 4 v3\n")})
+    with pytest.raises(errors.Conflict):
+        await host.preview(bad)
+    assert _writes(github) == []
+
+
+async def test_already_reverted_says_so_and_writes_nothing(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 4\n", "line 4 v2\n")})
+    ws.commit("Unrelated", {"README.md": "more\n"})
+    host = _host(github, client)
+    await host.revert(bad, requested_by="alice")
+    after_first = ws.tip()
+    writes = len(_writes(github))
+
+    with pytest.raises(githost.NothingToRevert) as caught:
+        await host.revert(bad, requested_by="alice")
+
+    assert "would change nothing" in caught.value.user_message
+    assert ws.tip() == after_first
+    assert len(_writes(github)) == writes
+
+
+async def test_an_empty_commit_at_the_tip_has_nothing_to_revert(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    empty = ws.commit("Trigger CI", {})
+    with pytest.raises(githost.NothingToRevert):
+        await _host(github, client).revert(empty, requested_by="alice")
+    assert ws.tip() == empty
+    assert _writes(github) == []
+
+
+async def test_a_commit_landing_between_read_and_update_is_redone(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    landed: list[str] = []
+
+    def someone_pushes(branch: str) -> None:
+        if not landed:
+            landed.append(ws.commit("Concurrent change", {DB: VALUES + "extra: true\n"}))
+
+    github.before_ref_update = someone_pushes
+
+    outcome = await _host(github, client).revert(bad, requested_by="alice")
+
+    tip = ws.tip()
+    assert ws.parents(tip) == landed
+    assert ws.tree(tip) == ws.expected_revert(bad, at=landed[0])
+    assert outcome.sha == tip
+    patches = github.calls("PATCH", "/git/refs/heads/main")
+    assert len(patches) == 2
+    assert patches[0].body["sha"] != patches[1].body["sha"]
+
+
+async def test_a_branch_that_keeps_moving_gives_up_after_three_attempts(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    landed: list[str] = []
+    github.before_ref_update = lambda branch: landed.append(
+        ws.commit(f"Busy {len(landed)}", {"busy.txt": f"{len(landed)}\n"})
+    )
+
+    with pytest.raises(errors.Conflict) as caught:
+        await _host(github, client).revert(bad, requested_by="alice")
+
+    assert "kept moving" in caught.value.user_message
+    assert len(github.calls("PATCH", "/git/refs/heads/main")) == 3
+    assert ws.tip() == landed[-1]  # no revert on the branch
+
+
+async def test_protected_branch_opens_a_pull_request(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    ws.commit("Unrelated", {"README.md": "more\n"})
+    expected = ws.expected_revert(bad)
+    github.protected.add("main")
+    before = ws.tip()
+
+    outcome = await _host(github, client).revert(bad, requested_by="alice via Slack #ops")
+
+    branch = f"rollback/{bad[:7]}"
+    assert outcome.kind == "pull_request"
+    assert outcome.branch == branch
+    assert outcome.url == "https://github.test/acme/deploy/pull/1"
+    assert ws.tip() == before
+    assert ws.tip(branch) == outcome.sha
+    assert ws.tree(outcome.sha) == expected
+    (pr,) = github.pulls
+    assert pr["head"]["ref"] == branch
+    assert pr["base"]["ref"] == "main"
+    assert pr["title"] == 'Revert "Bump web"'
+    assert "alice via Slack #ops" in pr["body"]
+
+
+async def test_protected_branch_again_reuses_the_branch_and_pull_request(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    github.protected.add("main")
+    host = _host(github, client)
+    first = await host.revert(bad, requested_by="alice")
+    ws.commit("Unrelated", {"README.md": "more\n"})  # pushed by an admin meanwhile
+
+    second = await host.revert(bad, requested_by="alice")
+
+    assert second.url == first.url
+    assert len(github.pulls) == 1
+    assert ws.tip(second.branch) == second.sha
+    assert ws.parents(second.sha) == [ws.tip()]
+
+
+async def test_missing_contents_write_is_named(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    host = _host(github, client, key="read-only")
+
+    with pytest.raises(errors.Denied) as caught:
+        await host.revert(bad, requested_by="alice")
+
+    assert caught.value.user_message == "The Git token lacks Contents: write on acme/deploy."
+    assert ws.tip() == bad
+    assert await host.check_access() == ["Contents: write"]
+    assert await _host(github, client).check_access() == []
+
+
+async def test_missing_pull_requests_write_is_named(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    github.protected.add("main")
+    with pytest.raises(errors.Denied) as caught:
+        await _host(github, client, key="no-pulls").revert(bad, requested_by="alice")
+    assert caught.value.user_message == "The Git token lacks Pull requests: write on acme/deploy."
+    assert ws.tip() == bad
+
+
+# -- finding the commit -------------------------------------------------------------------
+
+
+async def test_finds_the_commit_that_brought_the_synced_revision(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    web_change = ws.commit("Web v2", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    synced = ws.commit("Database tweak", {DB: VALUES + "x: 1\n"})
+    ws.commit("Web v3 (not synced yet)", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v3\n")})
+    host = _host(github, client)
+
+    found = await host.find_commit_for_path("./apps/web/", synced)
+    assert found.sha == web_change
+    assert found.files == (WEB,)
+    assert (await host.find_commit_for_path("apps/db", synced)).sha == synced
+    with pytest.raises(errors.NotFound):
+        await host.find_commit_for_path("apps/nothing-here", synced)
+
+
+async def test_unknown_commit_and_commit_off_the_branch(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    ws.checkout("experiment", create=True)
+    stray = ws.commit("Experiment", {"x.txt": "x\n"}, push=False)
+    ws.push("experiment")
+    ws.checkout("main")
+    host = _host(github, client)
+
+    with pytest.raises(errors.NotFound) as unknown:
+        await host.commit("deadbeefdeadbeef")
+    assert unknown.value.user_message == "Commit deadbee not found in acme/deploy."
+    with pytest.raises(errors.BadInput) as off_branch:
+        await host.revert(stray, requested_by="alice")
+    assert (
+        off_branch.value.user_message == f"Commit {stray[:7]} is not on branch main of acme/deploy."
+    )
+    with pytest.raises(errors.BadInput):
+        await host.find_commit_for_path("apps/web", stray)
+    with pytest.raises(errors.BadInput):
+        await host.commit("main")  # a branch name is not a commit
+    assert _writes(github) == []
+
+
+# -- transport and credentials ------------------------------------------------------------
+
+
+async def test_bad_token_server_errors_and_unreachable(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    tip = ws.tip()
+    with pytest.raises(errors.Unauthorized) as bad_token:
+        await _host(github, client, key="ghp_secret_value").commit(tip)
+    assert "ghp_secret_value" not in str(bad_token.value)
+
+    github.fail("GET", f"/commits/{tip}", 502)
+    with pytest.raises(errors.Unavailable):
+        await _host(github, client).commit(tip)
+    assert (await _host(github, client).commit(tip)).sha == tip  # the failure was one-off
+
+    github.server.pause()
+    try:
+        with pytest.raises(errors.Unavailable) as down:
+            await _host(github, client).commit(tip)
+    finally:
+        github.server.resume()
+    assert "Cannot reach GitHub" in down.value.user_message
+    assert [r.auth for r in github.calls("GET", f"/commits/{tip}")] == [
+        "Bearer ghp_secret_value",
+        "Bearer good-token",  # the injected 502
+        "Bearer good-token",
+    ]
+    assert "good-token" not in repr(_host(github, client))
+
+
+async def test_a_token_provider_is_asked_per_request(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    asked: list[int] = []
+
+    async def installation_token() -> str:
+        asked.append(1)
+        return "good-token"
+
+    host = GitHubHost(github.url, installation_token, "acme/deploy", "main", client=client)
+    assert (await host.commit(ws.tip())).sha == ws.tip()
+    assert len(asked) == len(github.requests) == 2
