@@ -1,0 +1,620 @@
+"""Kubernetes operations behind the hooks and commands, on the official ``kubernetes`` client.
+
+The official client is synchronous, and the bot is an asyncio program whose chat acks must not
+wait on the cluster: every call runs in a worker thread (``asyncio.to_thread``) and every watch
+runs in its own daemon thread that feeds an ``asyncio.Queue``. Waiting is done with watches that
+resume from the last seen resourceVersion (bookmarks keep it fresh) and re-list on 410 Expired,
+never with fixed sleeps. Responses are read as raw JSON (``_preload_content=False``): the bot
+needs a handful of fields and must not fail on a model the client cannot deserialize.
+
+Client failures are mapped to ``commands.errors`` here and only here: 403 names the verb and
+resource the bot's RBAC lacks, 404/409/422 keep the API server's one-line message, and anything
+that cannot reach the API becomes ``Unavailable("Kubernetes API unreachable")``.
+
+An object belongs to an Argo CD app when it carries ``app.kubernetes.io/instance=<app>`` or an
+``argocd.argoproj.io/tracking-id`` annotation starting with ``<app>:``; a pod also belongs to it
+through its owning StatefulSet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import re
+import threading
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
+from kubernetes.stream import stream as k8s_stream
+
+from commands import errors
+from commands.validation import human
+
+log = logging.getLogger(__name__)
+
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
+RawObject = dict[str, Any]
+UidSource = Literal["status", "exec", "securityContext", "unknown"]
+MERGE_PATCH = "application/merge-patch+json"
+RBAC_HINT = "Grant it in the bot's Role (deploy/rbac.yaml) or ask a cluster admin."
+
+
+@dataclass(frozen=True)
+class StatefulSetInfo:
+    namespace: str
+    name: str
+    replicas: int  # spec.replicas
+    ready_replicas: int
+    current_revision: str
+    update_revision: str
+    generation: int
+    observed_generation: int
+    annotations: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self.ready_replicas == self.replicas
+            and self.update_revision == self.current_revision
+            and self.observed_generation >= self.generation
+        )
+
+
+@dataclass(frozen=True)
+class ContainerUid:
+    pod: str
+    container: str
+    uid: int | None
+    source: UidSource
+    detail: str
+
+    @property
+    def root(self) -> bool:
+        return self.uid == 0
+
+
+def belongs_to(obj: RawObject, app: str) -> bool:
+    meta = obj.get("metadata") or {}
+    if (meta.get("labels") or {}).get(INSTANCE_LABEL) == app:
+        return True
+    tracking = (meta.get("annotations") or {}).get(TRACKING_ANNOTATION) or ""
+    return bool(tracking.startswith(f"{app}:"))
+
+
+def statefulset_info(obj: RawObject) -> StatefulSetInfo:
+    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    replicas = spec.get("replicas")
+    return StatefulSetInfo(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        replicas=1 if replicas is None else int(replicas),  # the API server's default
+        ready_replicas=int(status.get("readyReplicas") or 0),  # omitted when zero
+        current_revision=str(status.get("currentRevision") or ""),
+        update_revision=str(status.get("updateRevision") or ""),
+        generation=int(meta.get("generation") or 0),
+        observed_generation=int(status.get("observedGeneration") or 0),
+        annotations=dict(meta.get("annotations") or {}),
+    )
+
+
+class _Expired(Exception):
+    """The watch's resourceVersion was compacted away (410): list again."""
+
+
+class _ExecUnavailable(Exception):
+    def __init__(self, detail: str, *, forbidden: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.forbidden = forbidden
+
+
+def _status_message(body: Any) -> str:
+    try:
+        message = json.loads(body).get("message", "")
+    except (TypeError, ValueError, AttributeError):
+        return ""
+    text = str(message)
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+def map_error(exc: BaseException, verb: str, resource: str, namespace: str) -> errors.CommandError:
+    """The one place an official-client failure becomes an error a person can read."""
+    where = f" in namespace {namespace}" if namespace else ""
+    if isinstance(exc, k8s.ApiException):
+        code = exc.status or 0
+        message = _status_message(exc.body)
+        if code == 401:
+            return errors.Unauthorized(
+                "Kubernetes rejected the bot's credentials.",
+                hint="Check the service account token or kubeconfig the bot runs with.",
+            )
+        if code == 403:
+            return errors.Denied(
+                f"The bot is not allowed to {verb} {resource}{where}.", hint=RBAC_HINT
+            )
+        if code == 404:
+            return errors.NotFound(message or f"{resource} not found{where}.")
+        if code in (409, 410):
+            return errors.Conflict(message or f"{resource} changed meanwhile; try again.")
+        if code in (400, 422):
+            return errors.BadInput(message or f"Kubernetes refused to {verb} {resource}.")
+        if code == 0:
+            return errors.Unavailable(
+                "Kubernetes API unreachable.", hint="Check the cluster address and network."
+            )
+        return errors.Unavailable(f"Kubernetes API answered {code} to {verb} {resource}{where}.")
+    return errors.Unavailable(
+        "Kubernetes API unreachable.", hint="Check the cluster address and network."
+    )
+
+
+_UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)
+_Watch: Any = k8s_watch.Watch  # the client's watch/stream helpers carry no annotations
+_stream: Any = k8s_stream
+
+
+class _WatchThread:
+    """One official-client watch in a daemon thread, handing events to the event loop."""
+
+    END = object()
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        # return_type "object": events carry raw dicts, resourceVersions are still tracked
+        self._watch: Any = _Watch(return_type="object")
+        self._stopped = False
+        self._thread = threading.Thread(
+            target=self._run, args=(fn, args, kwargs), name="kube-watch", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._watch.stop()  # shuts the socket down, unblocking the reading thread
+
+    def _post(self, item: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            for event in self._watch.stream(fn, *args, **kwargs):
+                if self._stopped:
+                    break
+                self._post(event)
+        except Exception as e:  # handed to the loop, which maps or retries it
+            if not self._stopped:
+                self._post(e)
+        finally:
+            self._post(self.END)
+
+
+class KubeOps:
+    def __init__(
+        self,
+        api_client: Any,
+        *,
+        exec_enabled: bool = True,
+        watch_timeout: int = 300,
+        exec_timeout: float = 20.0,
+    ) -> None:
+        self.api_client = api_client
+        self.exec_enabled = exec_enabled
+        self.watch_timeout = watch_timeout
+        self.exec_timeout = exec_timeout
+        self.core = k8s.CoreV1Api(api_client)
+        self.apps = k8s.AppsV1Api(api_client)
+        self.authz = k8s.AuthorizationV1Api(api_client)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    async def _raw(
+        self,
+        verb: str,
+        resource: str,
+        namespace: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        **kw: Any,
+    ) -> RawObject:
+        def call() -> RawObject:
+            resp = fn(*args, _preload_content=False, **kw)
+            try:
+                return cast(RawObject, json.loads(resp.data))
+            finally:
+                resp.release_conn()
+
+        try:
+            return await asyncio.to_thread(call)
+        except (k8s.ApiException, *_UNREACHABLE) as e:
+            raise map_error(e, verb, resource, namespace) from e
+
+    async def _events(
+        self,
+        resource: str,
+        namespace: str,
+        fn: Callable[..., Any],
+        resource_version: str,
+        deadline: float,
+        **kw: Any,
+    ) -> AsyncGenerator[tuple[str, RawObject], None]:
+        """Watch from ``resource_version`` until the caller stops iterating (or is cancelled):
+        reconnects where it left off when the server ends the stream, backs off on disconnects,
+        raises ``_Expired`` on 410 so the caller re-lists."""
+        loop = asyncio.get_running_loop()
+        rv, backoff = resource_version, 0.1
+        while True:
+            left = max(1, min(math.ceil(deadline - loop.time()), self.watch_timeout))
+            stream_kw = dict(
+                kw,
+                resource_version=rv,
+                timeout_seconds=left,
+                allow_watch_bookmarks=True,
+                _request_timeout=left + 15,
+            )
+            watcher = _WatchThread(fn, (namespace,), stream_kw)
+            watcher.start()
+            failure: BaseException | None = None
+            try:
+                while (item := await watcher.queue.get()) is not _WatchThread.END:
+                    if isinstance(item, BaseException):
+                        failure = item
+                        continue
+                    obj = item["raw_object"]
+                    rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+                    backoff = 0.1
+                    if item["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                        yield item["type"], obj
+            finally:
+                watcher.stop()
+            if isinstance(failure, k8s.ApiException) and failure.status == 410:
+                raise _Expired(str(failure.reason))
+            if failure is not None:
+                mapped = map_error(failure, "watch", resource, namespace)
+                if not isinstance(mapped, errors.Unavailable) or loop.time() + backoff > deadline:
+                    raise mapped from failure
+                log.info("kubernetes watch on %s disconnected, retrying: %s", resource, mapped)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def statefulsets(self, namespace: str, app: str) -> list[StatefulSetInfo]:
+        listing = await self._raw(
+            "list", "statefulsets", namespace, self.apps.list_namespaced_stateful_set, namespace
+        )
+        items = [i for i in listing.get("items", []) if belongs_to(i, app)]
+        return sorted((statefulset_info(i) for i in items), key=lambda s: s.name)
+
+    async def pods(self, namespace: str, app: str) -> list[RawObject]:
+        """Every pod of the app (raw dicts, ``status.phase`` included), by name."""
+        owners = {s.name for s in await self.statefulsets(namespace, app)}
+        listing = await self._raw(
+            "list", "pods", namespace, self.core.list_namespaced_pod, namespace
+        )
+        pods = []
+        for pod in listing.get("items", []):
+            refs = (pod.get("metadata") or {}).get("ownerReferences") or []
+            owned = any(r.get("kind") == "StatefulSet" and r.get("name") in owners for r in refs)
+            if owned or belongs_to(pod, app):
+                pods.append(pod)
+        return sorted(pods, key=lambda p: str(p["metadata"].get("name")))
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        await self._raw(
+            "patch",
+            "statefulsets/scale",
+            namespace,
+            self.apps.patch_namespaced_stateful_set_scale,
+            name,
+            namespace,
+            {"spec": {"replicas": replicas}},
+            _content_type=MERGE_PATCH,
+        )
+
+    async def annotate_statefulset(
+        self, namespace: str, name: str, annotations: dict[str, str | None]
+    ) -> None:
+        """Set annotations; a None value removes the key (JSON merge patch)."""
+        await self._raw(
+            "patch",
+            "statefulsets",
+            namespace,
+            self.apps.patch_namespaced_stateful_set,
+            name,
+            namespace,
+            {"metadata": {"annotations": annotations}},
+            _content_type=MERGE_PATCH,
+        )
+
+    # -- waits ------------------------------------------------------------------------------------
+
+    async def wait_pods_gone(self, namespace: str, sts_name: str, timeout: float) -> None:
+        """Return once no pod of the StatefulSet exists (terminating ones count as present)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pattern = re.compile(rf"^{re.escape(sts_name)}-\d+$")
+
+        def owned(pod: RawObject) -> bool:
+            meta = pod.get("metadata") or {}
+            refs = meta.get("ownerReferences") or []
+            by_owner = any(
+                r.get("kind") == "StatefulSet" and r.get("name") == sts_name for r in refs
+            )
+            return by_owner or (not refs and bool(pattern.match(str(meta.get("name", "")))))
+
+        remaining: set[str] = set()
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    listing = await self._raw(
+                        "list", "pods", namespace, self.core.list_namespaced_pod, namespace
+                    )
+                    remaining = {
+                        p["metadata"]["name"] for p in listing.get("items", []) if owned(p)
+                    }
+                    if not remaining:
+                        return
+                    rv = str(listing["metadata"]["resourceVersion"])
+                    events = self._events(
+                        "pods", namespace, self.core.list_namespaced_pod, rv, deadline
+                    )
+                    try:
+                        async with contextlib.aclosing(events):
+                            async for kind, pod in events:
+                                if not owned(pod):
+                                    continue
+                                if kind == "DELETED":
+                                    remaining.discard(pod["metadata"]["name"])
+                                else:
+                                    remaining.add(pod["metadata"]["name"])
+                                if not remaining:
+                                    return
+                    except _Expired:
+                        continue
+        except TimeoutError:
+            left = ", ".join(sorted(remaining))
+            raise errors.Timeout(
+                f"Pods of StatefulSet {namespace}/{sts_name} were still there after "
+                f"{_span(timeout)}: {left}.",
+                hint="Check for stuck finalizers or a long terminationGracePeriodSeconds.",
+            ) from None
+
+    async def wait_ready(self, namespace: str, name: str, timeout: float) -> StatefulSetInfo:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        selector = f"metadata.name={name}"
+        info: StatefulSetInfo | None = None
+        list_fn = self.apps.list_namespaced_stateful_set
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    listing = await self._raw(
+                        "list",
+                        "statefulsets",
+                        namespace,
+                        list_fn,
+                        namespace,
+                        field_selector=selector,
+                    )
+                    if not listing.get("items"):
+                        raise errors.NotFound(f"StatefulSet {namespace}/{name} not found.")
+                    info = statefulset_info(listing["items"][0])
+                    if info.ready:
+                        return info
+                    rv = str(listing["metadata"]["resourceVersion"])
+                    events = self._events(
+                        "statefulsets", namespace, list_fn, rv, deadline, field_selector=selector
+                    )
+                    try:
+                        async with contextlib.aclosing(events):
+                            async for kind, obj in events:
+                                if kind == "DELETED":
+                                    raise errors.NotFound(
+                                        f"StatefulSet {namespace}/{name} was deleted."
+                                    )
+                                info = statefulset_info(obj)
+                                if info.ready:
+                                    return info
+                    except _Expired:
+                        continue
+        except TimeoutError:
+            raise errors.Timeout(
+                f"StatefulSet {namespace}/{name} was not Ready after {_span(timeout)}: "
+                + _not_ready_reason(info),
+                hint="Look at its pods' events (kubectl describe pod) for failing probes or "
+                "scheduling problems.",
+            ) from None
+
+    # -- who runs as root -------------------------------------------------------------------------
+
+    async def container_uids(self, namespace: str, app: str) -> list[ContainerUid]:
+        """The effective UID of every running container, from the most trusted source
+        available: the kubelet's report, ``id -u`` through pods/exec, the declared
+        securityContext; ``unknown`` when none answers."""
+        exec_note = "" if self.exec_enabled else "exec check disabled"
+        found: list[ContainerUid] = []
+        for pod in await self.pods(namespace, app):
+            meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+            if status.get("phase") != "Running" or meta.get("deletionTimestamp"):
+                continue
+            statuses = {cs.get("name"): cs for cs in status.get("containerStatuses") or []}
+            for container in spec.get("containers") or []:
+                cname = str(container.get("name"))
+                cs = statuses.get(cname)
+                if cs is not None and "running" not in (cs.get("state") or {}):
+                    continue
+                pname = str(meta.get("name"))
+                uid = ((((cs or {}).get("user") or {}).get("linux")) or {}).get("uid")
+                if uid is not None:
+                    found.append(
+                        ContainerUid(pname, cname, int(uid), "status", "reported by the kubelet")
+                    )
+                    continue
+                note = exec_note
+                if not note:
+                    try:
+                        uid = await asyncio.to_thread(self._exec_id_u, namespace, pname, cname)
+                    except _ExecUnavailable as e:
+                        note = e.detail
+                        if e.forbidden:
+                            exec_note = note  # no point asking again for the next containers
+                    else:
+                        found.append(
+                            ContainerUid(pname, cname, uid, "exec", "`id -u` in the container")
+                        )
+                        continue
+                found.append(_declared_uid(pname, container, spec, note))
+        return found
+
+    def _exec_id_u(self, namespace: str, pod: str, container: str) -> int:
+        """Run ``id -u`` over the exec WebSocket (channel 1 stdout, 2 stderr, 3 status)."""
+        try:
+            ws = _stream(
+                self.core.connect_get_namespaced_pod_exec,
+                pod,
+                namespace,
+                command=["id", "-u"],
+                container=container,
+                stderr=True,
+                stdin=False,
+                stdout=True,
+                tty=False,
+                _preload_content=False,
+            )
+        except k8s.ApiException as e:
+            reason = str(e.reason or "")
+            if "Handshake status 403" in reason:
+                raise _ExecUnavailable(
+                    "exec not allowed (the bot lacks create on pods/exec)", forbidden=True
+                ) from None
+            status = re.search(r"Handshake status (\d+)", reason)
+            what = f"HTTP {status.group(1)}" if status else "connection failed"
+            raise _ExecUnavailable(f"exec failed ({what})") from None
+        try:
+            ws.run_forever(timeout=self.exec_timeout)
+            if ws.is_open():
+                raise _ExecUnavailable(f"`id -u` did not finish within {human(self.exec_timeout)}")
+            out, err = str(ws.read_channel(1)), str(ws.read_channel(2))
+            code = _exit_code(str(ws.read_channel(3)))
+        finally:
+            ws.close()
+        if code != 0:
+            first = err.strip().splitlines()[0][:120] if err.strip() else ""
+            raise _ExecUnavailable(f"`id -u` exited with {code}" + (f": {first}" if first else ""))
+        text = out.strip()
+        if not text.isdigit():
+            raise _ExecUnavailable(f"`id -u` printed {text[:40]!r}")
+        return int(text)
+
+    # -- permissions ------------------------------------------------------------------------------
+
+    async def check_access(self, namespace: str) -> list[str]:
+        """What the bot's RBAC lacks in ``namespace`` for hooks and checks (empty: all good)."""
+        needed = [
+            ("list", "apps", "statefulsets", ""),
+            ("watch", "apps", "statefulsets", ""),
+            ("patch", "apps", "statefulsets", ""),
+            ("patch", "apps", "statefulsets", "scale"),
+            ("list", "", "pods", ""),
+            ("watch", "", "pods", ""),
+            ("list", "", "events", ""),
+            ("watch", "", "events", ""),
+        ]
+        if self.exec_enabled:
+            needed.append(("create", "", "pods", "exec"))
+        missing = []
+        for verb, group, resource, sub in needed:
+            review = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {
+                    "resourceAttributes": {
+                        "namespace": namespace,
+                        "verb": verb,
+                        "group": group,
+                        "resource": resource,
+                        "subresource": sub,
+                    }
+                },
+            }
+            answer = await self._raw(
+                "create",
+                "selfsubjectaccessreviews",
+                "",
+                self.authz.create_self_subject_access_review,
+                review,
+            )
+            if not (answer.get("status") or {}).get("allowed"):
+                what = f"{resource}/{sub}" if sub else resource
+                missing.append(f"{verb} {what} in namespace {namespace}")
+        return missing
+
+
+def _exit_code(raw_status: str) -> int:
+    """Channel 3 carries a Status: Success, or NonZeroExitCode with the code as a cause."""
+    try:
+        status = json.loads(raw_status) if raw_status.strip() else {}
+    except ValueError:
+        return -1
+    if status.get("status") == "Success":
+        return 0
+    for cause in (status.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode" and str(cause.get("message", "")).isdigit():
+            return int(cause["message"])
+    return -1
+
+
+def _declared_uid(pod: str, container: RawObject, spec: RawObject, exec_note: str) -> ContainerUid:
+    """The securityContext claim, container-level fields over pod-level ones."""
+    c_ctx = container.get("securityContext") or {}
+    p_ctx = spec.get("securityContext") or {}
+    name = str(container.get("name"))
+    for level, ctx in (("container", c_ctx), ("pod", p_ctx)):
+        if ctx.get("runAsUser") is not None:
+            return ContainerUid(
+                pod,
+                name,
+                int(ctx["runAsUser"]),
+                "securityContext",
+                f"declared runAsUser in the {level} securityContext (not verified)",
+            )
+    non_root = c_ctx.get("runAsNonRoot", p_ctx.get("runAsNonRoot"))
+    if non_root:
+        return ContainerUid(pod, name, None, "securityContext", "runAsNonRoot declared")
+    why = [exec_note] if exec_note else []
+    return ContainerUid(
+        pod,
+        name,
+        None,
+        "unknown",
+        "; ".join([*why, "no UID reported by the kubelet and no runAsUser declared"]),
+    )
+
+
+def _span(seconds: float) -> str:
+    return human(seconds) if seconds >= 1 else f"{seconds:.1f}s"
+
+
+def _not_ready_reason(info: StatefulSetInfo | None) -> str:
+    if info is None:
+        return "its status could not be read."
+    parts = [f"readyReplicas {info.ready_replicas}/{info.replicas}"]
+    if info.update_revision != info.current_revision:
+        parts.append(f"revision {info.update_revision or '?'} still rolling out")
+    if info.observed_generation < info.generation:
+        parts.append("the controller has not seen the latest spec")
+    return ", ".join(parts) + "."
