@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
+import httpx
+
 from commands import errors
 from commands.validation import human
 
@@ -79,6 +81,29 @@ class GitHost(Protocol):
     async def check_access(self) -> list[str]:
         """The permissions the token is missing, named as the host names them (for doctor)."""
         ...
+
+
+def connect(
+    provider: str,
+    api_url: str,
+    token: str,
+    repo: str,
+    branch: str,
+    *,
+    client: httpx.AsyncClient | None = None,
+) -> GitHost:
+    """The host named by ``CHATOPS_GIT_PROVIDER`` ("github" or "gitlab")."""
+    from commands.github import GitHubHost
+    from commands.gitlab import GitLabHost
+
+    kind = provider.strip().lower()
+    if kind == "github":
+        return GitHubHost(api_url, token, repo, branch, client=client)
+    if kind == "gitlab":
+        return GitLabHost(api_url, token, repo, branch, client=client)
+    raise errors.BadInput(
+        f"Unknown Git provider '{provider}'.", hint="Set CHATOPS_GIT_PROVIDER to github or gitlab."
+    )
 
 
 def short(sha: str) -> str:

@@ -259,7 +259,9 @@ class GitHubHost:
             decision = merge.decide(b, o, t)
             if isinstance(decision, merge.Keep):
                 continue
-            if isinstance(decision, merge.Take):
+            if isinstance(decision, merge.Take) and decision.entry is None and o and o.is_tree:
+                await self._delete_dir(path + "/", o.sha, plan)
+            elif isinstance(decision, merge.Take):
                 plan.changes.append(_tree_change(path, decision.entry, o))
             elif isinstance(decision, merge.Descend):
                 await self._merge_dir(path + "/", _sha(b), _sha(o), _sha(t), plan, conflicts)
@@ -275,6 +277,15 @@ class GitHubHost:
                     plan.uploads.append((path, decision.mode, result.data))
             else:
                 conflicts.append(path)
+
+    async def _delete_dir(self, prefix: str, sha: str, plan: _Plan) -> None:
+        """Remove a directory file by file: a deleted path must be a blob for GitHub, which
+        drops directories once they are empty."""
+        for name, entry in (await self._tree(sha)).items():
+            if entry.is_tree:
+                await self._delete_dir(f"{prefix}{name}/", entry.sha, plan)
+            else:
+                plan.changes.append(_tree_change(prefix + name, None, entry))
 
     # -- writing -------------------------------------------------------------------------
 
@@ -435,9 +446,9 @@ class GitHubHost:
 
 
 def _tree_change(path: str, entry: merge.Entry | None, ours: merge.Entry | None) -> dict[str, Any]:
-    if entry is None:  # remove the path: GitHub wants the mode and type of what goes away
-        assert ours is not None
-        kind = "tree" if ours.is_tree else "blob"
+    if entry is None:  # remove the file: GitHub wants the mode and type of what goes away
+        assert ours is not None and not ours.is_tree
+        kind = "commit" if ours.mode == "160000" else "blob"
         return {"path": path, "mode": ours.mode, "type": kind, "sha": None}
     kind = "tree" if entry.is_tree else "commit" if entry.mode == "160000" else "blob"
     return {"path": path, "mode": entry.mode, "type": kind, "sha": entry.sha}
