@@ -118,8 +118,9 @@ async def test_reverting_an_older_commit_merges_like_git(
     assert len(github.calls("POST", "/git/blobs")) == 1  # only the merged file is uploaded
 
 
+@pytest.mark.parametrize("at_tip", [False, True], ids=["older", "tip"])
 async def test_reverting_a_merge_commit_uses_its_first_parent(
-    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient, at_tip: bool
 ) -> None:
     ws.checkout("feature", create=True)
     ws.commit("Scale the database", {DB: _edit(VALUES, "replicas: 1", "replicas: 2")}, push=False)
@@ -127,7 +128,8 @@ async def test_reverting_a_merge_commit_uses_its_first_parent(
     ws.checkout("main")
     mainline = ws.commit("Readme tweak", {"README.md": "deploy things\n"})
     merged = ws.merge("feature", "Merge branch 'feature'")
-    ws.commit("Web v3", {WEB: _edit(DEPLOYMENT, "line 1\n", "line 1 v3\n")})
+    if not at_tip:
+        ws.commit("Web v3", {WEB: _edit(DEPLOYMENT, "line 1\n", "line 1 v3\n")})
     expected = ws.expected_revert(merged)
     assert expected is not None
 
@@ -145,6 +147,42 @@ async def test_reverting_a_merge_commit_uses_its_first_parent(
         f"changes made to {mainline}.\n"
     )
     assert outcome.kind == "committed"
+
+
+async def test_reverting_a_commit_that_added_a_directory_removes_it(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    bad = ws.commit(
+        "Add the cache app",
+        {"apps/cache/deploy.yaml": "kind: Deployment\n", "apps/cache/conf/redis.conf": "x\n"},
+    )
+    ws.commit("Web v2", {WEB: _edit(DEPLOYMENT, "line 1\n", "line 1 v2\n")})
+    expected = ws.expected_revert(bad)
+
+    await _host(github, client).revert(bad, requested_by="alice")
+
+    assert ws.tree(ws.tip()) == expected
+    (tree_request,) = github.calls("POST", "/git/trees")
+    assert sorted(e["path"] for e in tree_request.body["tree"]) == [
+        "apps/cache/conf/redis.conf",
+        "apps/cache/deploy.yaml",
+    ]
+    assert all(e["sha"] is None and e["type"] == "blob" for e in tree_request.body["tree"])
+
+
+async def test_github_enterprise_base_url(ws: Workspace, client: httpx.AsyncClient) -> None:
+    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    enterprise = FakeGitHub(ws.bare, prefix="/api/v3").start()
+    try:
+        host = GitHubHost(
+            f"{enterprise.url}/api/v3/", "good-token", "acme/deploy", "main", client=client
+        )
+        outcome = await host.revert(bad, requested_by="alice")
+    finally:
+        enterprise.stop()
+    assert ws.parents(ws.tip()) == [bad]
+    assert outcome.sha == ws.tip()
+    assert all(r.path.startswith("/api/v3/repos/acme/deploy") for r in enterprise.requests)
 
 
 # -- when it cannot -----------------------------------------------------------------------

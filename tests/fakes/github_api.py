@@ -59,6 +59,7 @@ class FakeGitHub:
     bare: Path
     owner: str = "acme"
     name: str = "deploy"
+    prefix: str = ""  # "/api/v3" serves it as GitHub Enterprise does
     tokens: dict[str, Grant] = field(default_factory=lambda: {"good-token": Grant()})
     protected: set[str] = field(default_factory=set)
     before_ref_update: Callable[[str], None] | None = None
@@ -93,7 +94,7 @@ class FakeGitHub:
 
     def _app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
-        base = "/repos/{owner}/{repo}"
+        base = self.prefix + "/repos/{owner}/{repo}"
         app.router.add_get(base, self._get_repo)
         app.router.add_get(base + "/git/ref/{ref:.+}", self._get_ref)
         app.router.add_get(base + "/git/refs/{ref:.+}", self._get_ref)
@@ -206,7 +207,7 @@ class FakeGitHub:
         return {
             "ref": ref,
             "node_id": "REF_x",
-            "url": f"{self.url}/repos/{self.owner}/{self.name}/git/{ref}",
+            "url": self._api(f"git/{ref}"),
             "object": {"type": "commit", "sha": sha, "url": self._api(f"git/commits/{sha}")},
         }
 
@@ -429,7 +430,7 @@ class FakeGitHub:
     # -- helpers -------------------------------------------------------------------------
 
     def _api(self, suffix: str) -> str:
-        return f"{self.url}/repos/{self.owner}/{self.name}/{suffix}"
+        return f"{self.url}{self.prefix}/repos/{self.owner}/{self.name}/{suffix}"
 
     def _object(self, sha: str, kind: type) -> Any:
         try:
