@@ -75,22 +75,23 @@ def crd_schema() -> dict[str, Any]:
     return schema
 
 
+def _is_date_time(value: object) -> bool:
+    return not isinstance(value, str) or bool(_RFC3339.match(value))
+
+
+def _is_int64(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return True
+    try:
+        return -(2**63) <= int(value) < 2**63
+    except ValueError:
+        return False
+
+
 def _format_checker() -> jsonschema.FormatChecker:
     checker = jsonschema.FormatChecker(formats=())
-
-    @checker.checks("date-time")
-    def _date_time(value: object) -> bool:
-        return not isinstance(value, str) or bool(_RFC3339.match(value))
-
-    @checker.checks("int64")
-    def _int64(value: object) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int | str):
-            return True
-        try:
-            return -(2**63) <= int(value) < 2**63
-        except ValueError:
-            return False
-
+    checker.checks("date-time")(_is_date_time)
+    checker.checks("int64")(_is_int64)
     return checker
 
 

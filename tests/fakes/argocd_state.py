@@ -19,12 +19,12 @@ import copy
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.fakes import argocd_fixtures as fx
+from tests.fakes import argocd_scripts
 
-SCRIPTS = ("succeed", "fail", "retry_then_fail", "error", "degrade", "hang", "hook_fail")
+SCRIPTS = tuple(argocd_scripts.PLAYS)
 REFRESH = fx.REFRESH_ANNOTATION
 DEFAULT_HISTORY_LIMIT = 10
 
@@ -63,30 +63,6 @@ class _Terminated(Exception):
 
 class _Gone(Exception):
     pass
-
-
-def kitchen(t: datetime) -> str:
-    """Go's time.Kitchen ("3:04PM"), used in the controller's retry message."""
-    return f"{t.hour % 12 or 12}:{t.minute:02d}{'AM' if t.hour < 12 else 'PM'}"
-
-
-def failure_reason(kind: str, name: str) -> str:
-    if kind == "StatefulSet":
-        return (
-            f'StatefulSet.apps "{name}" is invalid: spec: Forbidden: updates to statefulset spec '
-            "for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', "
-            "'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
-        )
-    return (
-        f'{kind}.{fx.group_version(kind)[0] or "core"} "{name}" is invalid: '
-        "spec.template.spec.containers[0].image: Required value"
-    )
-
-
-def degraded_message(kind: str, name: str) -> str:
-    if kind == "Deployment":
-        return f'Deployment "{name}" exceeded its progress deadline'
-    return f"back-off 5m0s restarting failed container={name} pod={name}-0"
 
 
 class ArgoState:
@@ -238,23 +214,23 @@ class ArgoState:
         state["phase"] = "Terminating"
         self.commit(name)
 
-    async def _step(self, name: str, *, interruptible: bool = True) -> App:
+    async def step(self, name: str, *, interruptible: bool = True) -> App:
         await asyncio.sleep(self.step_delay)
         app = self.apps.get(name)
         if app is None:
             raise _Gone
-        if interruptible and self._state(app).get("phase") == "Terminating":
+        if interruptible and self.op_state(app).get("phase") == "Terminating":
             raise _Terminated
         return app
 
     @staticmethod
-    def _state(app: App) -> dict[str, Any]:
+    def op_state(app: App) -> dict[str, Any]:
         return app["status"].get("operationState") or {}
 
     async def _play(self, name: str, step: Step) -> None:
         try:
             app = self.apps[name]
-            if self._state(app).get("phase") == "Terminating":
+            if self.op_state(app).get("phase") == "Terminating":
                 raise _Terminated
             op = app["operation"]
             app["status"]["operationState"] = {
@@ -263,38 +239,38 @@ class ArgoState:
                 "startedAt": fx.now(),
             }
             self.commit(name)
-            await getattr(self, f"_script_{step.phase}")(name, op, step)
+            await argocd_scripts.PLAYS[step.phase](self, name, op, step)
         except _Terminated:
-            self._finish(name, "Failed", "Operation terminated")
+            self.finish(name, "Failed", "Operation terminated")
         except _Gone:
             pass
 
-    def _running(self, name: str, message: str, results: list[dict[str, Any]] | None) -> None:
+    def running(self, name: str, message: str, results: list[dict[str, Any]] | None) -> None:
         app = self.apps[name]
-        state = self._state(app)
+        state = self.op_state(app)
         state["message"] = message
         if results is not None:
-            state["syncResult"] = self._sync_result(app, results)
+            state["syncResult"] = self.sync_result(app, results)
         self.commit(name)
 
-    def _sync_result(self, app: App, results: list[dict[str, Any]]) -> dict[str, Any]:
-        op_sync = self._state(app)["operation"].get("sync") or {}
+    def sync_result(self, app: App, results: list[dict[str, Any]]) -> dict[str, Any]:
+        op_sync = self.op_state(app)["operation"].get("sync") or {}
         return {
             "revision": op_sync.get("revision") or self.resolve(app["metadata"]["name"], None),
             "source": copy.deepcopy(app["spec"].get("source") or {}),
             "resources": copy.deepcopy(results),
         }
 
-    def _finish(
+    def finish(
         self, name: str, phase: str, message: str, results: list[dict[str, Any]] | None = None
     ) -> None:
         app = self.apps.get(name)
         if app is None:
             return
-        state = self._state(app)
+        state = self.op_state(app)
         state.update(phase=phase, message=message, finishedAt=fx.now())
         if results is not None:
-            state["syncResult"] = self._sync_result(app, results)
+            state["syncResult"] = self.sync_result(app, results)
         app.pop("operation", None)
         op = state["operation"]
         dry_run = bool((op.get("sync") or {}).get("dryRun"))
@@ -361,7 +337,9 @@ class ArgoState:
         for r in app["status"].get("resources") or []:
             if r["kind"] in fx.WORKLOADS:
                 msg = message or (
-                    degraded_message(r["kind"], r["name"]) if health == "Degraded" else None
+                    argocd_scripts.degraded_message(r["kind"], r["name"])
+                    if health == "Degraded"
+                    else None
                 )
                 self.set_resource_health(name, r["kind"], r["name"], health, msg)
         self.set_app_health(name, health)
@@ -376,152 +354,3 @@ class ArgoState:
             old.get("lastTransitionTime", fx.now()) if old.get("status") == health else fx.now()
         )
         app["status"]["health"] = new
-
-    def _hooks(self, name: str, op: dict[str, Any]) -> set[str]:
-        partial = bool((op.get("sync") or {}).get("resources"))
-        return set() if partial else self.hooks.get(name, set())
-
-    @staticmethod
-    def _hook(name: str, ns: str, hook_type: str, phase: str, message: str) -> dict[str, Any]:
-        return fx.sync_result(
-            "Job",
-            f"{name}-{hook_type.lower()}",
-            ns,
-            message=message,
-            hook_type=hook_type,
-            hook_phase=phase,
-            sync_phase=hook_type,
-        )
-
-    # -- scripts ------------------------------------------------------------------------
-    async def _apply(self, name: str, op: dict[str, Any]) -> list[dict[str, Any]]:
-        """PreSync hook (if any), then the Sync phase: resources applied, app Synced and
-        Progressing. Returns the sync results so far."""
-        await self._step(name)
-        app = self.apps[name]
-        ns = app["spec"]["destination"].get("namespace", "")
-        hooks = self._hooks(name, op)
-        results: list[dict[str, Any]] = []
-        if "PreSync" in hooks:
-            results.append(self._hook(name, ns, "PreSync", "Running", "Pending deletion"))
-            self._running(name, f"waiting for completion of hook batch/Job/{name}-presync", results)
-            await self._step(name)
-            results[-1].update(
-                hookPhase="Succeeded", message="Reached expected number of succeeded pods"
-            )
-        results += [fx.sync_result(k, n, rns) for k, n, rns in self.targets(name, op)]
-        if not (op.get("sync") or {}).get("dryRun"):
-            revision = self._sync_result(app, results)["revision"]
-            sync = app["status"].setdefault("sync", {})
-            sync.update(status="Synced", revision=revision)
-            for r in app["status"].get("resources") or []:
-                r["status"] = "Synced"
-            self.set_workload_health(name, "Progressing")
-        self._running(name, f"waiting for healthy state of apps/Deployment/{name}", results)
-        return results
-
-    async def _script_succeed(self, name: str, op: dict[str, Any], step: Step) -> None:
-        results = await self._apply(name, op)
-        if "PostSync" in self._hooks(name, op):
-            await self._step(name)
-            self.set_workload_health(name, "Healthy")
-            ns = self.apps[name]["spec"]["destination"].get("namespace", "")
-            results.append(self._hook(name, ns, "PostSync", "Running", "Pending deletion"))
-            self._running(
-                name, f"waiting for completion of hook batch/Job/{name}-postsync", results
-            )
-            await self._step(name)
-            results[-1].update(
-                hookPhase="Succeeded", message="Reached expected number of succeeded pods"
-            )
-            self._finish(
-                name, "Succeeded", step.message or "successfully synced (all tasks run)", results
-            )
-            return
-        await self._step(name)
-        self._finish(
-            name, "Succeeded", step.message or "successfully synced (all tasks run)", results
-        )
-        await self._step(name, interruptible=False)
-        self.set_workload_health(name, "Healthy")
-        self.commit(name)
-
-    async def _script_degrade(self, name: str, op: dict[str, Any], step: Step) -> None:
-        results = await self._apply(name, op)
-        await self._step(name)
-        self._finish(name, "Succeeded", "successfully synced (all tasks run)", results)
-        await self._step(name, interruptible=False)
-        self.set_workload_health(name, "Degraded", step.message)
-        self.commit(name)
-
-    def _failed_apply(self, name: str, op: dict[str, Any], step: Step) -> tuple[str, list[Any]]:
-        targets = self.targets(name, op)
-        victim = next((t for t in targets if t[0] == "StatefulSet"), None)
-        victim = victim or next((t for t in targets if t[0] in fx.WORKLOADS), None)
-        if victim is None:
-            victim = (
-                "StatefulSet",
-                name,
-                self.apps[name]["spec"]["destination"].get("namespace", ""),
-            )
-            targets.append(victim)
-        reason = step.message or failure_reason(victim[0], victim[1])
-        results = [
-            fx.sync_result(k, n, ns, status="SyncFailed", message=reason, hook_phase="Failed")
-            if (k, n, ns) == victim
-            else fx.sync_result(k, n, ns)
-            for k, n, ns in targets
-        ]
-        return f"one or more objects failed to apply, reason: {reason}", results
-
-    async def _script_fail(self, name: str, op: dict[str, Any], step: Step) -> None:
-        await self._step(name)
-        message, results = self._failed_apply(name, op, step)
-        self._finish(name, "Failed", message, results)
-
-    async def _script_retry_then_fail(self, name: str, op: dict[str, Any], step: Step) -> None:
-        retry = op.get("retry") or {}
-        limit = int(retry.get("limit") or 0) or 2
-        base = fx.parse_duration(str((retry.get("backoff") or {}).get("duration") or "5s"))
-        factor = int((retry.get("backoff") or {}).get("factor") or 2)
-        message, results = self._failed_apply(name, op, step)
-        for attempt in range(1, limit + 1):
-            await self._step(name)
-            state = self._state(self.apps[name])
-            at = datetime.now(UTC) + timedelta(seconds=base * factor ** (attempt - 1))
-            state.update(retryCount=attempt, finishedAt=fx.now())
-            self._running(
-                name, f"{message}. Retrying attempt #{attempt} at {kitchen(at)}.", results
-            )
-        await self._step(name)
-        self._finish(name, "Failed", f"{message} (retried {limit} times).", results)
-
-    async def _script_error(self, name: str, op: dict[str, Any], step: Step) -> None:
-        await self._step(name)
-        path = (self.apps[name]["spec"].get("source") or {}).get("path", ".")
-        message = step.message or (
-            "ComparisonError: Failed to load target state: failed to generate manifest for "
-            f"source 1 of 1: rpc error: code = Unknown desc = {path}: app path does not exist"
-        )
-        self._finish(name, "Error", message)
-
-    async def _script_hang(self, name: str, op: dict[str, Any], step: Step) -> None:
-        await self._step(name)
-        message = step.message or f"waiting for healthy state of apps/Deployment/{name}"
-        self._running(name, message, None)
-        while True:
-            await self._step(name)
-
-    async def _script_hook_fail(self, name: str, op: dict[str, Any], step: Step) -> None:
-        await self._step(name)
-        ns = self.apps[name]["spec"]["destination"].get("namespace", "")
-        results = [self._hook(name, ns, "PreSync", "Running", "Pending deletion")]
-        self._running(name, f"waiting for completion of hook batch/Job/{name}-presync", results)
-        await self._step(name)
-        results[0].update(
-            hookPhase="Failed",
-            message=step.message or "Job has reached the specified backoff limit",
-        )
-        self._finish(
-            name, "Failed", "one or more synchronization tasks completed unsuccessfully", results
-        )
