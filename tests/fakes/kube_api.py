@@ -224,6 +224,10 @@ class FakeKube:
         """Commands in containers with this name fail (a distroless image has no ``id``)."""
         self._exec_failures[container] = (exit_code, stderr)
 
+    def exec_works(self, container: str) -> None:
+        """Undo ``exec_fails``."""
+        self._exec_failures.pop(container, None)
+
     def add_pod(self, namespace: str, pod: Obj, *, ready: bool = True) -> Obj:
         """A pod not managed by a StatefulSet (a Deployment's, a Job's), Running."""
 

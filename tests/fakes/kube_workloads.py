@@ -98,8 +98,13 @@ class StatefulSetController:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def kick_all(self) -> None:
+        """After a knob changed: running pods and StatefulSet status reflect it at once, then
+        each controller catches up (creating pods that can now become Ready, ...)."""
         for sts in self.store.list(STATEFULSETS, None):
-            self.kick(sts["metadata"]["namespace"], sts["metadata"]["name"])
+            ns, name = sts["metadata"]["namespace"], sts["metadata"]["name"]
+            self._sync_pod_status(ns, name, self.pods_of(ns, name, sts))
+            self._write_sts_status(ns, name)
+            self.kick(ns, name)
 
     def kick(self, ns: str, name: str) -> None:
         task = self._tasks.get((ns, name))
