@@ -53,6 +53,50 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX audit_started ON audit (started_at);
         """,
     ),
+    (
+        2,
+        # alerts (bot/alert_store.py): incidents, the delivery outbox, the chat message of each
+        # incident thread per channel, and the keys of webhook bodies already accepted
+        """
+        CREATE TABLE incidents (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            app TEXT NOT NULL,
+            state TEXT NOT NULL,
+            data TEXT NOT NULL,
+            opened_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+        CREATE INDEX incidents_active ON incidents (state, key);
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            incident_id INTEGER NOT NULL,
+            platform TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            op TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            tries INTEGER NOT NULL DEFAULT 0,
+            not_before REAL NOT NULL,
+            created_at REAL NOT NULL,
+            done_at REAL,
+            error TEXT
+        );
+        CREATE INDEX outbox_status ON outbox (status, id);
+        CREATE TABLE alert_threads (
+            incident_id INTEGER NOT NULL,
+            platform TEXT NOT NULL,
+            channel TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            PRIMARY KEY (incident_id, platform, channel)
+        );
+        CREATE TABLE webhook_dedup (
+            key TEXT PRIMARY KEY,
+            received_at REAL NOT NULL
+        );
+        CREATE INDEX webhook_dedup_received ON webhook_dedup (received_at);
+        """,
+    ),
 ]
 
 
