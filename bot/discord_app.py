@@ -284,9 +284,11 @@ def build_commands(tree: app_commands.CommandTree[Any], chatops: DiscordApp) -> 
     """Register the slash commands under their configured names (``settings.command_name``)."""
     name = chatops.settings.command_name
 
-    @app_commands.describe(app="Argo CD application")
-    async def sync(interaction: discord.Interaction, app: str) -> None:
-        await chatops.run(interaction, _args("sync", app))
+    @app_commands.describe(
+        app="Argo CD application", prune="also delete what Git no longer has (asks first)"
+    )
+    async def sync(interaction: discord.Interaction, app: str, prune: bool = False) -> None:
+        await chatops.run(interaction, _args("sync", app, "prune" if prune else None))
 
     @app_commands.describe(app="Argo CD application", commit="commit to revert (default: last)")
     async def rollback(
