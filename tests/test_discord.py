@@ -8,6 +8,7 @@ audit rows in the store.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from tests.fakes.discord_api import (
     UPDATE_MESSAGE,
     FakeDiscord,
 )
+from tests.fakes.kube_api import FakeKube, api_client
 from tests.fakes.recording import Call, until_async
 
 OPERATOR_ROLE = "1100000000000000777"
@@ -143,8 +145,10 @@ async def start(
     return runner
 
 
-@pytest.fixture
-async def bot(fake: FakeDiscord, argo: FakeArgoCD, tmp_path: Path) -> AsyncIterator[Bot]:
+@contextlib.asynccontextmanager
+async def running_bot(
+    fake: FakeDiscord, argo: FakeArgoCD, tmp_path: Path, kube_client: Any = None
+) -> AsyncIterator[Bot]:
     settings = Settings(
         argocd_url=argo.url,
         argocd_token=argo.token,
@@ -153,7 +157,9 @@ async def bot(fake: FakeDiscord, argo: FakeArgoCD, tmp_path: Path) -> AsyncItera
         authorization=Authorization(grants=[Grant(role="operator", discord_roles=[OPERATOR_ROLE])]),
     )
     store = Store(tmp_path / "state.db")
-    services = build_services(settings, store=store, with_kube=False)
+    services = build_services(
+        settings, store=store, with_kube=kube_client is not None, kube_client=kube_client
+    )
     dispatcher = Dispatcher(settings, services, store)
     runner = await start(settings, dispatcher, fake)
     b = Bot(fake, argo, settings, store, services, dispatcher, runner)
@@ -164,6 +170,21 @@ async def bot(fake: FakeDiscord, argo: FakeArgoCD, tmp_path: Path) -> AsyncItera
         await b.runner.close()
         await services.argocd.aclose()
         store.close()
+
+
+@pytest.fixture
+async def bot(fake: FakeDiscord, argo: FakeArgoCD, tmp_path: Path) -> AsyncIterator[Bot]:
+    async with running_bot(fake, argo, tmp_path) as b:
+        yield b
+
+
+@pytest.fixture
+def kube() -> Iterator[FakeKube]:
+    server = FakeKube(pod_delay=0.01).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def custom_ids(message: dict[str, Any]) -> list[str]:
@@ -456,3 +477,23 @@ async def test_a_refused_interaction_token_falls_back_to_the_channel(bot: Bot) -
 
     (msg,) = await until_async(channel_result)
     assert msg.get("webhook_id") is None  # posted with the bot token, not the interaction's
+
+
+# -- with Kubernetes behind the core ------------------------------------------------------------
+async def test_verify_rootless_reports_root_containers(
+    fake: FakeDiscord, argo: FakeArgoCD, kube: FakeKube, tmp_path: Path
+) -> None:
+    containers = [{"name": "postgresql", "image": "bitnami/postgresql"}]
+    kube.add_statefulset("prod", "payments-db", app="payments", containers=containers)
+    kube.exec_uid("postgresql", 0)
+    client = api_client(kube)
+    try:
+        async with running_bot(fake, argo, tmp_path, kube_client=client) as b:
+            payload = b.command("verify-rootless", {"app": "payments"}, roles=[])  # viewer
+            final = await b.final(payload, "❌")
+    finally:
+        client.close()
+    assert final["content"].startswith("❌ verify-rootless payments")
+    assert "run as root" in final["content"]
+    assert "payments-db-0/postgresql" in final["embeds"][0]["description"]
+    assert ("payments-db-0", "postgresql") in [(e.pod, e.container) for e in kube.execs]
