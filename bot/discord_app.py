@@ -31,6 +31,7 @@ from bot import discord_views as views
 from bot.dispatch import Dispatcher, Invocation
 from bot.settings import ConfigError, Settings
 from commands.results import Result, Step
+from notifiers import render_common as rc
 from notifiers import render_discord
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class DiscordReply:
         self._mode = mode
         self._deadline = time.monotonic() + app.token_ttl
         self._shown = False  # the original / follow-up message has real content
+        self._placeholder_gone = False  # the "thinking…" original was deleted
         self._followup: discord.WebhookMessage | None = None
         self._channel_message: discord.Message | None = None
 
@@ -135,8 +137,9 @@ class DiscordReply:
         self._channel_message = await channel.send(**kwargs)
 
     async def _ephemeral(self, text: str, *, view: discord.ui.View | None = None) -> None:
-        if self._mode == "original" and not self._shown:
+        if self._mode == "original" and not self._shown and not self._placeholder_gone:
             # the first follow-up after a public defer would replace it, publicly
+            self._placeholder_gone = True
             try:
                 await self._interaction.delete_original_response()
             except discord.HTTPException as e:
@@ -148,7 +151,7 @@ class DiscordReply:
         if view is not None:
             kwargs["view"] = view
         try:
-            await self._interaction.followup.send(text, **kwargs)
+            await self._interaction.followup.send(rc.clip(text, rc.DISCORD_CONTENT), **kwargs)
         except discord.HTTPException as e:
             log.warning("could not tell the user of interaction %s: %s", self._interaction.id, e)
 
