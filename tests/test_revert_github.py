@@ -3,6 +3,8 @@ repository. Each revert's tree is compared with what ``git revert`` makes on a c
 
 from __future__ import annotations
 
+import itertools
+import random
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -168,6 +170,28 @@ async def test_reverting_a_commit_that_added_a_directory_removes_it(
         "apps/cache/deploy.yaml",
     ]
     assert all(e["sha"] is None and e["type"] == "blob" for e in tree_request.body["tree"])
+
+
+async def test_binary_files_are_restored_or_reported_like_git(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    logo, cert = "apps/web/logo.png", "apps/web/ca.der"
+    ws.commit("Add binaries", {logo: b"\x89PNG\0v1", cert: b"\0\1cert-v1"})
+    bad = ws.commit("New logo and cert", {logo: b"\x89PNG\0v2", cert: b"\0\1cert-v2"})
+    ws.commit("Unrelated", {"README.md": "more\n"})
+    host = _host(github, client)
+    expected = ws.expected_revert(bad)
+
+    await host.revert(bad, requested_by="alice")
+    assert ws.tree(ws.tip()) == expected
+    assert ws.read(ws.tip(), logo) == b"\x89PNG\0v1"
+
+    second_bad = ws.commit("Cert v4", {cert: b"\0\1cert-v4"})
+    ws.commit("Cert v5", {cert: b"\0\1cert-v5"})
+    assert ws.expected_revert(second_bad) is None
+    with pytest.raises(errors.Conflict) as caught:
+        await host.revert(second_bad, requested_by="alice")
+    assert cert in caught.value.user_message
 
 
 async def test_github_enterprise_base_url(ws: Workspace, client: httpx.AsyncClient) -> None:
@@ -458,3 +482,64 @@ async def test_a_token_provider_is_asked_per_request(
     host = GitHubHost(github.url, installation_token, "acme/deploy", "main", client=client)
     assert (await host.commit(ws.tip())).sha == ws.tip()
     assert len(asked) == len(github.requests) == 2
+
+
+# -- generated histories ------------------------------------------------------------------
+
+
+def _random_history(ws: Workspace, rnd: random.Random) -> list[str]:
+    """Commits that edit, add and delete files with distinct lines (so every diff is
+    unambiguous and git's histogram diff and ours must agree)."""
+    files = {f"apps/a{i}/values.yaml": [f"base {i}.{j}\n" for j in range(8)] for i in range(3)}
+    ws.commit("Initial", {path: "".join(lines) for path, lines in files.items()})
+    fresh = itertools.count()
+    shas = []
+    for n in range(6):
+        changes: dict[str, str | bytes | None] = {}
+        action = rnd.random()
+        if action < 0.1 and len(files) > 1:
+            gone = rnd.choice(sorted(files))
+            del files[gone]
+            changes[gone] = None
+        elif action < 0.2:
+            path = f"apps/new{next(fresh)}/values.yaml"
+            files[path] = [f"new {path} {j}\n" for j in range(3)]
+            changes[path] = "".join(files[path])
+        for path in rnd.sample(sorted(files), k=min(len(files), rnd.randint(1, 2))):
+            lines = files[path]
+            for _ in range(rnd.randint(1, 2)):
+                pos = rnd.randrange(len(lines) + 1)
+                op = rnd.choice("idr")
+                if op == "i" or pos == len(lines):
+                    lines.insert(pos, f"added {next(fresh)}\n")
+                elif op == "d" and len(lines) > 1:
+                    del lines[pos]
+                else:
+                    lines[pos] = f"edited {next(fresh)}\n"
+            changes[path] = "".join(lines)
+        shas.append(ws.commit(f"Change {n}", changes))
+    return shas
+
+
+@pytest.mark.parametrize("seed", range(8))  # 4 clean reverts, 4 conflicts
+async def test_generated_histories_revert_exactly_like_git(
+    tmp_path: Path, client: httpx.AsyncClient, seed: int
+) -> None:
+    rnd = random.Random(seed)
+    ws = Workspace(tmp_path)
+    shas = _random_history(ws, rnd)
+    target = rnd.choice(shas[:-1])
+    expected = ws.expected_revert(target)
+    before = ws.tip()
+    fake = FakeGitHub(ws.bare).start()
+    try:
+        host = GitHubHost(fake.url, "good-token", "acme/deploy", "main", client=client)
+        if expected is None:
+            with pytest.raises(errors.Conflict):
+                await host.revert(target, requested_by="alice")
+            assert ws.tip() == before
+        else:
+            await host.revert(target, requested_by="alice")
+            assert ws.tree(ws.tip()) == expected
+    finally:
+        fake.stop()
