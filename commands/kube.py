@@ -188,6 +188,9 @@ class _WatchThread:
             self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
 
     def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self._stopped:  # stopped before it started: Watch.stream() would reset the flag
+            self._post(self.END)
+            return
         try:
             for event in self._watch.stream(fn, *args, **kwargs):
                 if self._stopped:
@@ -280,6 +283,8 @@ class KubeOps:
                 watcher.stop()
             if isinstance(failure, k8s.ApiException) and failure.status == 410:
                 raise _Expired(str(failure.reason))
+            if failure is not None and not isinstance(failure, (k8s.ApiException, *_UNREACHABLE)):
+                raise failure  # a bug, not the cluster: keep its traceback
             if failure is not None:
                 mapped = map_error(failure, "watch", resource, namespace)
                 if not isinstance(mapped, errors.Unavailable) or loop.time() + backoff > deadline:
@@ -505,7 +510,10 @@ class KubeOps:
             what = f"HTTP {status.group(1)}" if status else "connection failed"
             raise _ExecUnavailable(f"exec failed ({what})") from None
         try:
-            ws.run_forever(timeout=self.exec_timeout)
+            try:
+                ws.run_forever(timeout=self.exec_timeout)
+            except Exception as e:  # the WebSocket broke off mid-stream
+                raise _ExecUnavailable(f"exec connection lost ({type(e).__name__})") from None
             if ws.is_open():
                 raise _ExecUnavailable(f"`id -u` did not finish within {human(self.exec_timeout)}")
             out, err = str(ws.read_channel(1)), str(ws.read_channel(2))
@@ -522,8 +530,10 @@ class KubeOps:
 
     # -- permissions ------------------------------------------------------------------------------
 
-    async def check_access(self, namespace: str) -> list[str]:
-        """What the bot's RBAC lacks in ``namespace`` for hooks and checks (empty: all good)."""
+    async def check_access(self, namespace: str | None = None) -> list[str]:
+        """What the bot's RBAC lacks for hooks, checks and watches, as "verb resource where"
+        (empty: all good). Without a namespace it asks at cluster scope, as the bot's
+        ClusterRole must allow, and includes the Argo CD Applications it watches."""
         needed = [
             ("list", "apps", "statefulsets", ""),
             ("watch", "apps", "statefulsets", ""),
@@ -536,6 +546,11 @@ class KubeOps:
         ]
         if self.exec_enabled:
             needed.append(("create", "", "pods", "exec"))
+        if namespace is None:
+            needed += [("get", "argoproj.io", "applications", "")]
+            needed += [("list", "argoproj.io", "applications", "")]
+            needed += [("watch", "argoproj.io", "applications", "")]
+        where = f"in namespace {namespace}" if namespace else "at cluster scope"
         missing = []
         for verb, group, resource, sub in needed:
             review = {
@@ -543,7 +558,7 @@ class KubeOps:
                 "kind": "SelfSubjectAccessReview",
                 "spec": {
                     "resourceAttributes": {
-                        "namespace": namespace,
+                        "namespace": namespace or "",
                         "verb": verb,
                         "group": group,
                         "resource": resource,
@@ -560,7 +575,7 @@ class KubeOps:
             )
             if not (answer.get("status") or {}).get("allowed"):
                 what = f"{resource}/{sub}" if sub else resource
-                missing.append(f"{verb} {what} in namespace {namespace}")
+                missing.append(f"{verb} {what} {where}")
         return missing
 
 

@@ -111,6 +111,23 @@ async def test_wait_ready_relists_after_410(fake: FakeKube, api: Any) -> None:
     assert info.ready and info.name == "web"
 
 
+async def test_wait_survives_an_api_outage(fake: FakeKube, ops: KubeOps) -> None:
+    fake.add_statefulset(NS, "pg", replicas=2)
+    waiting = asyncio.create_task(ops.wait_pods_gone(NS, "pg", timeout=10))
+    await until(lambda: any(r.param("watch") for r in fake.requests_to("GET", "/pods")))
+    await asyncio.to_thread(fake.server.pause)  # open watches end, reconnects are refused
+    await asyncio.to_thread(
+        fake.update, "apps", "statefulsets", NS, "pg", lambda o: o["spec"].update(replicas=0)
+    )
+    await asyncio.sleep(0.3)  # the outage lasts a moment
+    assert not waiting.done()
+    await asyncio.to_thread(fake.server.resume)
+    await asyncio.wait_for(waiting, 10)
+    assert fake.pod_names(NS) == []
+    watches = [r for r in fake.requests_to("GET", "/pods") if r.param("watch")]
+    assert len(watches) >= 2  # it resumed from where it was rather than giving up
+
+
 async def test_wait_ready_times_out_with_counts(fake: FakeKube, ops: KubeOps) -> None:
     fake.never_ready("web")
     fake.add_statefulset(NS, "web", replicas=2)
@@ -187,6 +204,13 @@ async def test_check_access_names_missing_permissions(fake: FakeKube, ops: KubeO
         "patch statefulsets/scale in namespace db",
         "create pods/exec in namespace db",
     ]
+    fake.forbid("watch", "applications")
+    assert await ops.check_access() == [
+        "create pods/exec at cluster scope",
+        "watch applications at cluster scope",
+    ]
+    review = fake.requests_to("POST", "/selfsubjectaccessreviews")[-1].body
+    assert review["spec"]["resourceAttributes"]["group"] == "argoproj.io"
 
 
 # -- container UIDs -------------------------------------------------------------------------------
