@@ -118,6 +118,16 @@ class Application:
         return str(dig(self.raw, "status", "sync", "revision", default=""))
 
     @property
+    def deployed_revision(self) -> str:
+        """What runs now: the last deployment in history (``status.sync.revision`` is what Git
+        has after the last comparison, which a refresh moves ahead of the deployment)."""
+        history = dig(self.raw, "status", "history", default=[]) or []
+        if history and isinstance(history[-1], dict) and history[-1].get("revision"):
+            return str(history[-1]["revision"])
+        rev = dig(self.raw, "status", "operationState", "syncResult", "revision")
+        return str(rev) if rev else self.revision
+
+    @property
     def health_status(self) -> str:
         return str(dig(self.raw, "status", "health", "status", default="Unknown"))
 
@@ -153,6 +163,15 @@ class Application:
         if ib.get("automated"):
             return "auto-sync"
         return str(ib.get("username") or "someone")
+
+    def operation_info(self, name: str) -> str | None:
+        """A value from the last operation's ``info`` list (what the sync request's ``infos``
+        carried)."""
+        op = dig(self.raw, "status", "operationState", "operation", default={}) or {}
+        for item in op.get("info") or []:
+            if isinstance(item, dict) and item.get("name") == name:
+                return str(item.get("value", ""))
+        return None
 
     @property
     def conditions(self) -> list[dict[str, Any]]:

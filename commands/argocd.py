@@ -20,7 +20,8 @@ from commands import errors
 from commands.apps import Application
 
 JSON = "application/json"
-REFRESH_TIMEOUT = 120.0  # a refresh blocks until the controller has reconciled
+REFRESH_TIMEOUT = 120.0
+REQUEST_ID_INFO = "chatops-request-id"  # a refresh blocks until the controller has reconciled
 
 
 class ArgoCD:
@@ -101,9 +102,12 @@ class ArgoCD:
         retry_limit: int = 3,
         backoff: str = "5s",
         requested_by: str | None = None,
+        request_id: str | None = None,
         revision: str | None = None,
         dry_run: bool = False,
     ) -> Application:
+        """Start a sync. ``request_id`` travels in the operation's ``info`` so the caller can
+        tell its own operation from an earlier one (``startedAt`` has one-second resolution)."""
         body: dict[str, Any] = {
             "name": name,
             "prune": prune,
@@ -117,8 +121,13 @@ class ArgoCD:
             }
         if revision:
             body["revision"] = revision
+        infos = []
         if requested_by:
-            body["infos"] = [{"name": "requested-by", "value": requested_by}]
+            infos.append({"name": "requested-by", "value": requested_by})
+        if request_id:
+            infos.append({"name": REQUEST_ID_INFO, "value": request_id})
+        if infos:
+            body["infos"] = infos
         data = await self._request(
             "POST", f"/api/v1/applications/{name}/sync", json_body=body, app=name
         )

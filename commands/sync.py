@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass
 
 from commands import errors, validation
-from commands.apps import FAILED_PHASES, Application, Problem, short, tree_problems
+from commands.apps import FAILED_PHASES, TERMINAL_PHASES, Application, Problem, short, tree_problems
+from commands.argocd import REQUEST_ID_INFO
 from commands.context import Caller, Services
 from commands.results import (
     Action,
@@ -83,7 +85,6 @@ async def sync(
     progress: Progress = no_progress,
 ) -> Result:
     validation.app_name(app)
-    opts.validate()
     step = StepLog(progress)
     started = time.monotonic()
     link = svc.app_link(app)
@@ -91,8 +92,11 @@ async def sync(
     try:
         await step("refresh", StepState.RUNNING, "asking Argo CD to compare with Git")
         current = await svc.argocd.get(app, refresh="normal")
-        before_rev = current.revision
-        await step("refresh", StepState.DONE, f"{current.sync_status} at {short(before_rev)}")
+        before_rev = current.deployed_revision
+        detail = f"{current.sync_status} at {short(before_rev)}"
+        if current.revision and current.revision != before_rev:
+            detail += f", Git at {short(current.revision)}"
+        await step("refresh", StepState.DONE, detail)
         if current.operation_running:
             raise busy(current)
         await run_presync(svc, current, opts, step)
@@ -186,16 +190,20 @@ async def sync_and_wait(
     step: StepLog,
 ) -> Application:
     app = current.name
-    prior_start = current.operation_state.get("startedAt")
+    request_id = uuid.uuid4().hex
     await step("sync", StepState.RUNNING, "prune on" if opts.prune else "prune off")
     await svc.argocd.sync(
-        app, prune=opts.prune, retry_limit=opts.retry_limit, requested_by=caller.label()
+        app,
+        prune=opts.prune,
+        retry_limit=opts.retry_limit,
+        requested_by=caller.label(),
+        request_id=request_id,
     )
     await step("sync", StepState.DONE, "operation started")
     await step("wait", StepState.RUNNING, "waiting for Synced and Healthy")
     try:
         async with asyncio.timeout(opts.timeout):
-            final = await wait_until_done(svc, app, prior_start, step)
+            final = await wait_until_done(svc, app, request_id, step)
     except TimeoutError:
         latest = await svc.argocd.get(app)
         raise errors.Timeout(
@@ -209,23 +217,20 @@ async def sync_and_wait(
     return final
 
 
-def _our_operation_finished(app: Application, prior_start: object) -> bool:
+def _our_operation_finished(app: Application, request_id: str) -> bool:
     if app.operation is not None:
         return False
-    state = app.operation_state
-    return bool(state) and state.get("startedAt") != prior_start and app.phase != "Running"
+    return app.operation_info(REQUEST_ID_INFO) == request_id and app.phase in TERMINAL_PHASES
 
 
-async def wait_until_done(
-    svc: Services, name: str, prior_start: object, step: StepLog
-) -> Application:
+async def wait_until_done(svc: Services, name: str, request_id: str, step: StepLog) -> Application:
     last_detail = ""
     while True:
         try:
             async for _type, app in svc.argocd.watch(name=name):
                 if app.name != name:
                     continue
-                verdict = await _judge(svc, app, prior_start)
+                verdict = await _judge(svc, app, request_id)
                 if verdict is not None:
                     return verdict
                 detail = _progress_detail(app)
@@ -235,15 +240,15 @@ async def wait_until_done(
         except errors.Unavailable:
             pass  # the stream dropped: read the app once, then reopen the stream
         app = await svc.argocd.get(name)
-        verdict = await _judge(svc, app, prior_start)
+        verdict = await _judge(svc, app, request_id)
         if verdict is not None:
             return verdict
         await asyncio.sleep(0.5)
 
 
-async def _judge(svc: Services, app: Application, prior_start: object) -> Application | None:
+async def _judge(svc: Services, app: Application, request_id: str) -> Application | None:
     """None to keep waiting; the app when done; raises SyncFailed when it ended badly."""
-    if not _our_operation_finished(app, prior_start):
+    if not _our_operation_finished(app, request_id):
         return None
     if app.phase in FAILED_PHASES:
         problems = app.sync_problems()

@@ -1,0 +1,50 @@
+"""Shared fixtures: the fakes of Argo CD and Kubernetes, and Services wired to them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from bot.store import Store, StoreTimers
+from commands.argocd import ArgoCD
+from commands.context import Services
+from commands.kube import KubeOps
+from tests.fakes.argocd_api import FakeArgoCD
+from tests.fakes.kube_api import FakeKube, api_client
+
+
+@pytest.fixture
+def argo() -> Iterator[FakeArgoCD]:
+    fake = FakeArgoCD(step_delay=0.02).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def kube_fake() -> Iterator[FakeKube]:
+    fake = FakeKube(pod_delay=0.01).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def store(tmp_path: Any) -> Iterator[Store]:
+    s = Store(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+async def svc(argo: FakeArgoCD, kube_fake: FakeKube, store: Store) -> AsyncIterator[Services]:
+    client = api_client(kube_fake)
+    services = Services(
+        argocd=ArgoCD(argo.url, argo.token, timeout=10),
+        kube=KubeOps(client),
+        timers=StoreTimers(store),
+        ui_url="https://argocd.example.com",
+    )
+    yield services
+    await services.argocd.aclose()
+    client.close()
