@@ -1,19 +1,17 @@
-"""Kubernetes operations behind the hooks and commands, on the official ``kubernetes`` client.
+"""Kubernetes operations behind the hooks and commands: list, scale, wait, check UIDs.
 
-The official client is synchronous, and the bot is an asyncio program whose chat acks must not
-wait on the cluster: every call runs in a worker thread (``asyncio.to_thread``) and every watch
-runs in its own daemon thread that feeds an ``asyncio.Queue``. Waiting is done with watches that
-resume from the last seen resourceVersion (bookmarks keep it fresh) and re-list on 410 Expired,
-never with fixed sleeps. Responses are read as raw JSON (``_preload_content=False``): the bot
-needs a handful of fields and must not fail on a model the client cannot deserialize.
-
-Client failures are mapped to ``commands.errors`` here and only here: 403 names the verb and
-resource the bot's RBAC lacks, 404/409/422 keep the API server's one-line message, and anything
-that cannot reach the API becomes ``Unavailable("Kubernetes API unreachable")``.
+Everything goes through the official ``kubernetes`` client via ``commands.kube_client`` (calls
+in worker threads, watches in their own threads, one error mapping). Waiting is done with
+watches that resume from the last seen resourceVersion and re-list on 410 Expired, never with
+fixed sleeps.
 
 An object belongs to an Argo CD app when it carries ``app.kubernetes.io/instance=<app>`` or an
 ``argocd.argoproj.io/tracking-id`` annotation starting with ``<app>:``; a pod also belongs to it
 through its owning StatefulSet.
+
+Whether a container runs as root is answered from the most trusted source available: the UID the
+kubelet reports (``status.containerStatuses[].user.linux.uid``), else ``id -u`` over pods/exec,
+else the declared securityContext (a claim, reported as such), else "unknown".
 """
 
 from __future__ import annotations
@@ -21,30 +19,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
-import math
 import re
-import threading
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-import urllib3
 from kubernetes import client as k8s
-from kubernetes import watch as k8s_watch
 from kubernetes.stream import stream as k8s_stream
 
 from commands import errors
+from commands import kube_client as kc
 from commands.validation import human
 
-log = logging.getLogger(__name__)
+_stream: Any = k8s_stream  # the client's stream helper carries no annotations
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
-RawObject = dict[str, Any]
+RawObject = kc.RawObject
 UidSource = Literal["status", "exec", "securityContext", "unknown"]
 MERGE_PATCH = "application/merge-patch+json"
-RBAC_HINT = "Grant it in the bot's Role (deploy/rbac.yaml) or ask a cluster admin."
 
 
 @dataclass(frozen=True)
@@ -105,102 +98,11 @@ def statefulset_info(obj: RawObject) -> StatefulSetInfo:
     )
 
 
-class _Expired(Exception):
-    """The watch's resourceVersion was compacted away (410): list again."""
-
-
 class _ExecUnavailable(Exception):
     def __init__(self, detail: str, *, forbidden: bool = False) -> None:
         super().__init__(detail)
         self.detail = detail
         self.forbidden = forbidden
-
-
-def _status_message(body: Any) -> str:
-    try:
-        message = json.loads(body).get("message", "")
-    except (TypeError, ValueError, AttributeError):
-        return ""
-    text = str(message)
-    return text if len(text) <= 300 else text[:300] + "…"
-
-
-def map_error(exc: BaseException, verb: str, resource: str, namespace: str) -> errors.CommandError:
-    """The one place an official-client failure becomes an error a person can read."""
-    where = f" in namespace {namespace}" if namespace else ""
-    if isinstance(exc, k8s.ApiException):
-        code = exc.status or 0
-        message = _status_message(exc.body)
-        if code == 401:
-            return errors.Unauthorized(
-                "Kubernetes rejected the bot's credentials.",
-                hint="Check the service account token or kubeconfig the bot runs with.",
-            )
-        if code == 403:
-            return errors.Denied(
-                f"The bot is not allowed to {verb} {resource}{where}.", hint=RBAC_HINT
-            )
-        if code == 404:
-            return errors.NotFound(message or f"{resource} not found{where}.")
-        if code in (409, 410):
-            return errors.Conflict(message or f"{resource} changed meanwhile; try again.")
-        if code in (400, 422):
-            return errors.BadInput(message or f"Kubernetes refused to {verb} {resource}.")
-        if code == 0:
-            return errors.Unavailable(
-                "Kubernetes API unreachable.", hint="Check the cluster address and network."
-            )
-        return errors.Unavailable(f"Kubernetes API answered {code} to {verb} {resource}{where}.")
-    return errors.Unavailable(
-        "Kubernetes API unreachable.", hint="Check the cluster address and network."
-    )
-
-
-_UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)
-_Watch: Any = k8s_watch.Watch  # the client's watch/stream helpers carry no annotations
-_stream: Any = k8s_stream
-
-
-class _WatchThread:
-    """One official-client watch in a daemon thread, handing events to the event loop."""
-
-    END = object()
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
-        self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        # return_type "object": events carry raw dicts, resourceVersions are still tracked
-        self._watch: Any = _Watch(return_type="object")
-        self._stopped = False
-        self._thread = threading.Thread(
-            target=self._run, args=(fn, args, kwargs), name="kube-watch", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped = True
-        self._watch.stop()  # shuts the socket down, unblocking the reading thread
-
-    def _post(self, item: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-
-    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if self._stopped:  # stopped before it started: Watch.stream() would reset the flag
-            self._post(self.END)
-            return
-        try:
-            for event in self._watch.stream(fn, *args, **kwargs):
-                if self._stopped:
-                    break
-                self._post(event)
-        except Exception as e:  # handed to the loop, which maps or retries it
-            if not self._stopped:
-                self._post(e)
-        finally:
-            self._post(self.END)
 
 
 class KubeOps:
@@ -222,28 +124,7 @@ class KubeOps:
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    async def _raw(
-        self,
-        verb: str,
-        resource: str,
-        namespace: str,
-        fn: Callable[..., Any],
-        *args: Any,
-        **kw: Any,
-    ) -> RawObject:
-        def call() -> RawObject:
-            resp = fn(*args, _preload_content=False, **kw)
-            try:
-                return cast(RawObject, json.loads(resp.data))
-            finally:
-                resp.release_conn()
-
-        try:
-            return await asyncio.to_thread(call)
-        except (k8s.ApiException, *_UNREACHABLE) as e:
-            raise map_error(e, verb, resource, namespace) from e
-
-    async def _events(
+    def _watch(
         self,
         resource: str,
         namespace: str,
@@ -252,51 +133,21 @@ class KubeOps:
         deadline: float,
         **kw: Any,
     ) -> AsyncGenerator[tuple[str, RawObject], None]:
-        """Watch from ``resource_version`` until the caller stops iterating (or is cancelled):
-        reconnects where it left off when the server ends the stream, backs off on disconnects,
-        raises ``_Expired`` on 410 so the caller re-lists."""
-        loop = asyncio.get_running_loop()
-        rv, backoff = resource_version, 0.1
-        while True:
-            left = max(1, min(math.ceil(deadline - loop.time()), self.watch_timeout))
-            stream_kw = dict(
-                kw,
-                resource_version=rv,
-                timeout_seconds=left,
-                allow_watch_bookmarks=True,
-                _request_timeout=left + 15,
-            )
-            watcher = _WatchThread(fn, (namespace,), stream_kw)
-            watcher.start()
-            failure: BaseException | None = None
-            try:
-                while (item := await watcher.queue.get()) is not _WatchThread.END:
-                    if isinstance(item, BaseException):
-                        failure = item
-                        continue
-                    obj = item["raw_object"]
-                    rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
-                    backoff = 0.1
-                    if item["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                        yield item["type"], obj
-            finally:
-                watcher.stop()
-            if isinstance(failure, k8s.ApiException) and failure.status == 410:
-                raise _Expired(str(failure.reason))
-            if failure is not None and not isinstance(failure, (k8s.ApiException, *_UNREACHABLE)):
-                raise failure  # a bug, not the cluster: keep its traceback
-            if failure is not None:
-                mapped = map_error(failure, "watch", resource, namespace)
-                if not isinstance(mapped, errors.Unavailable) or loop.time() + backoff > deadline:
-                    raise mapped from failure
-                log.info("kubernetes watch on %s disconnected, retrying: %s", resource, mapped)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        return kc.watch_events(
+            resource,
+            namespace,
+            fn,
+            namespace,
+            resource_version=resource_version,
+            deadline=deadline,
+            max_timeout=self.watch_timeout,
+            **kw,
+        )
 
     # -- reads ------------------------------------------------------------------------------------
 
     async def statefulsets(self, namespace: str, app: str) -> list[StatefulSetInfo]:
-        listing = await self._raw(
+        listing = await kc.call_raw(
             "list", "statefulsets", namespace, self.apps.list_namespaced_stateful_set, namespace
         )
         items = [i for i in listing.get("items", []) if belongs_to(i, app)]
@@ -305,7 +156,7 @@ class KubeOps:
     async def pods(self, namespace: str, app: str) -> list[RawObject]:
         """Every pod of the app (raw dicts, ``status.phase`` included), by name."""
         owners = {s.name for s in await self.statefulsets(namespace, app)}
-        listing = await self._raw(
+        listing = await kc.call_raw(
             "list", "pods", namespace, self.core.list_namespaced_pod, namespace
         )
         pods = []
@@ -319,7 +170,7 @@ class KubeOps:
     # -- writes -----------------------------------------------------------------------------------
 
     async def scale(self, namespace: str, name: str, replicas: int) -> None:
-        await self._raw(
+        await kc.call_raw(
             "patch",
             "statefulsets/scale",
             namespace,
@@ -334,7 +185,7 @@ class KubeOps:
         self, namespace: str, name: str, annotations: dict[str, str | None]
     ) -> None:
         """Set annotations; a None value removes the key (JSON merge patch)."""
-        await self._raw(
+        await kc.call_raw(
             "patch",
             "statefulsets",
             namespace,
@@ -365,7 +216,7 @@ class KubeOps:
         try:
             async with asyncio.timeout_at(deadline):
                 while True:
-                    listing = await self._raw(
+                    listing = await kc.call_raw(
                         "list", "pods", namespace, self.core.list_namespaced_pod, namespace
                     )
                     remaining = {
@@ -374,7 +225,7 @@ class KubeOps:
                     if not remaining:
                         return
                     rv = str(listing["metadata"]["resourceVersion"])
-                    events = self._events(
+                    events = self._watch(
                         "pods", namespace, self.core.list_namespaced_pod, rv, deadline
                     )
                     try:
@@ -388,7 +239,7 @@ class KubeOps:
                                     remaining.add(pod["metadata"]["name"])
                                 if not remaining:
                                     return
-                    except _Expired:
+                    except kc.Expired:
                         continue
         except TimeoutError:
             left = ", ".join(sorted(remaining))
@@ -407,7 +258,7 @@ class KubeOps:
         try:
             async with asyncio.timeout_at(deadline):
                 while True:
-                    listing = await self._raw(
+                    listing = await kc.call_raw(
                         "list",
                         "statefulsets",
                         namespace,
@@ -421,7 +272,7 @@ class KubeOps:
                     if info.ready:
                         return info
                     rv = str(listing["metadata"]["resourceVersion"])
-                    events = self._events(
+                    events = self._watch(
                         "statefulsets", namespace, list_fn, rv, deadline, field_selector=selector
                     )
                     try:
@@ -434,7 +285,7 @@ class KubeOps:
                                 info = statefulset_info(obj)
                                 if info.ready:
                                     return info
-                    except _Expired:
+                    except kc.Expired:
                         continue
         except TimeoutError:
             raise errors.Timeout(
@@ -566,7 +417,7 @@ class KubeOps:
                     }
                 },
             }
-            answer = await self._raw(
+            answer = await kc.call_raw(
                 "create",
                 "selfsubjectaccessreviews",
                 "",
