@@ -45,7 +45,7 @@ def kube_api_client() -> Any | None:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         try:
-            config.load_kube_config()
+            config.load_kube_config()  # type: ignore[no-untyped-call]
         except (config.ConfigException, FileNotFoundError, TypeError):
             return None
     return client.ApiClient()
