@@ -38,7 +38,7 @@ def ws(tmp_path: Path) -> Workspace:
 @pytest.fixture
 def github(ws: Workspace) -> Iterator[FakeGitHub]:
     fake = FakeGitHub(
-        ws.bare,
+        ws.served,
         tokens={
             "good-token": Grant(),
             "read-only": Grant(contents="read", pull_requests=None),
@@ -125,8 +125,8 @@ async def test_reverting_a_merge_commit_uses_its_first_parent(
     ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient, at_tip: bool
 ) -> None:
     ws.checkout("feature", create=True)
-    ws.commit("Scale the database", {DB: _edit(VALUES, "replicas: 1", "replicas: 2")}, push=False)
-    ws.commit("Bigger disk", {DB: _edit(VALUES, "10Gi", "50Gi")}, push=False)
+    ws.commit("Scale the database", {DB: _edit(VALUES, "replicas: 1", "replicas: 2")})
+    ws.commit("Bigger disk", {DB: _edit(VALUES, "10Gi", "50Gi")})
     ws.checkout("main")
     mainline = ws.commit("Readme tweak", {"README.md": "deploy things\n"})
     merged = ws.merge("feature", "Merge branch 'feature'")
@@ -196,7 +196,7 @@ async def test_binary_files_are_restored_or_reported_like_git(
 
 async def test_github_enterprise_base_url(ws: Workspace, client: httpx.AsyncClient) -> None:
     bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
-    enterprise = FakeGitHub(ws.bare, prefix="/api/v3").start()
+    enterprise = FakeGitHub(ws.served, prefix="/api/v3").start()
     try:
         host = GitHubHost(
             f"{enterprise.url}/api/v3/", "good-token", "acme/deploy", "main", client=client
@@ -419,8 +419,7 @@ async def test_unknown_commit_and_commit_off_the_branch(
     ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
 ) -> None:
     ws.checkout("experiment", create=True)
-    stray = ws.commit("Experiment", {"x.txt": "x\n"}, push=False)
-    ws.push("experiment")
+    stray = ws.commit("Experiment", {"x.txt": "x\n"})
     ws.checkout("main")
     host = _host(github, client)
 
@@ -531,7 +530,7 @@ async def test_generated_histories_revert_exactly_like_git(
     target = rnd.choice(shas[:-1])
     expected = ws.expected_revert(target)
     before = ws.tip()
-    fake = FakeGitHub(ws.bare).start()
+    fake = FakeGitHub(ws.served).start()
     try:
         host = GitHubHost(fake.url, "good-token", "acme/deploy", "main", client=client)
         if expected is None:

@@ -35,7 +35,7 @@ def ws(tmp_path: Path) -> Workspace:
 @pytest.fixture
 def gitlab(ws: Workspace) -> Iterator[FakeGitLab]:
     fake = FakeGitLab(
-        ws.bare,
+        ws.served,
         tokens={
             "good-token": Token(MAINTAINER),
             "developer": Token(DEVELOPER),
@@ -90,7 +90,7 @@ async def test_reverting_a_merge_commit_matches_git_minus_m_1(
     ws: Workspace, gitlab: FakeGitLab, client: httpx.AsyncClient
 ) -> None:
     ws.checkout("feature", create=True)
-    ws.commit("Scale the database", {DB: _edit(VALUES, "replicas: 1", "replicas: 2")}, push=False)
+    ws.commit("Scale the database", {DB: _edit(VALUES, "replicas: 1", "replicas: 2")})
     ws.checkout("main")
     first_parent = ws.commit("Web v2", {WEB: _edit(DEPLOYMENT, "line 9\n", "line 9 v2\n")})
     merged = ws.merge("feature", "Merge branch 'feature'")
@@ -218,8 +218,7 @@ async def test_unknown_commit_and_commit_off_the_branch(
     ws: Workspace, gitlab: FakeGitLab, client: httpx.AsyncClient
 ) -> None:
     ws.checkout("experiment", create=True)
-    stray = ws.commit("Experiment", {"x.txt": "x\n"}, push=False)
-    ws.push("experiment")
+    stray = ws.commit("Experiment", {"x.txt": "x\n"})
     ws.checkout("main")
     host = _host(gitlab, client)
 
