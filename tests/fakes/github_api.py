@@ -1,4 +1,4 @@
-"""A fake GitHub REST API over a real bare repository (pygit2), on 127.0.0.1.
+"""A fake GitHub REST API over a real repository (pygit2), on 127.0.0.1.
 
 It serves the endpoints the /rollback client uses with GitHub's shapes, statuses and error
 bodies (``{"message", "documentation_url", "status"}``): repository, refs, REST commits and

@@ -1,4 +1,4 @@
-"""A fake GitLab REST API (v4) over a real bare repository (pygit2), on 127.0.0.1.
+"""A fake GitLab REST API (v4) over a real repository (pygit2), on 127.0.0.1.
 
 It serves what the /rollback client uses, with GitLab's shapes and documented errors: commits
 (one, list by ``ref_name``/``path``, diff), ``merge_base``, ``compare``, the revert endpoint
