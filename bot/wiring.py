@@ -63,14 +63,15 @@ def kube(settings: Settings, api_client: Any | None = None) -> KubeOps | None:
 def git(settings: Settings) -> GitHost | None:
     if not (settings.git_repo and settings.git_token):
         return None
-    token = settings.git_token.get_secret_value()
-    if settings.git_provider == "gitlab":
-        from commands.gitlab import GitLabHost
+    from commands import githost
 
-        return GitLabHost(settings.git_api_base, token, settings.git_repo, settings.git_branch)
-    from commands.github import GitHubHost
-
-    return GitHubHost(settings.git_api_base, token, settings.git_repo, settings.git_branch)
+    return githost.connect(
+        settings.git_provider,
+        settings.git_api_base,
+        settings.git_token.get_secret_value(),
+        settings.git_repo,
+        settings.git_branch,
+    )
 
 
 def services(
