@@ -358,13 +358,13 @@ class Dispatcher:
         caller = Caller(inv.user_name, inv.platform)
         if name == "help":
             return self._parse_help(cmd, args)
-        app = _one_app(args[1:] if name == "selfheal" else args)
+        if name == "selfheal":
+            return self._parse_selfheal(cmd, args, caller)
+        app = _one_app(args)
         if name == "sync":
             return self._parse_sync(cmd, app, args[1:], caller)
         if name == "rollback":
             return self._parse_rollback(cmd, app, args[1:], caller)
-        if name == "selfheal":
-            return self._parse_selfheal(cmd, app, args, caller)
         _no_more(args[1:])
         if name == "status":
             from commands.status import status
@@ -454,12 +454,15 @@ class Dispatcher:
             prompt=f"Revert commit {(commit or '')[:7]} of {app} in Git and sync?",
         )
 
-    def _parse_selfheal(self, cmd: Command, app: str, args: list[str], caller: Caller) -> Parsed:
+    def _parse_selfheal(self, cmd: Command, args: list[str], caller: Caller) -> Parsed:
         from commands.selfheal import MAX_PAUSE, MIN_PAUSE, selfheal
 
-        mode = args[0].lower() if args else ""
+        if not args:
+            raise errors.BadInput("Missing off|on and APP.")
+        mode = args[0].lower()
         if mode not in ("on", "off"):
-            raise errors.BadInput(f"'{(args[0] if args else '')[:40]}' is not on or off.")
+            raise errors.BadInput(f"'{args[0][:40]}' is not on or off.")
+        app = _one_app(args[1:])
         duration: float | None = None
         rest = args[2:]
         if rest:
