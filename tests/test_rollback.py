@@ -49,18 +49,17 @@ def bad_commit(ws: Workspace) -> str:
 
 
 def controller(argo: FakeArgoCD, ws: Workspace, app: str, *, auto: bool) -> threading.Thread:
-    """Plays Argo CD's repo watcher: when the branch moves, the app sees the new head and,
-    with auto-sync, syncs to it. Bounded: gives up after 10 s."""
+    """Plays Argo CD: its refreshes read the fake GitHub's repository, and with auto-sync it
+    syncs when the branch moves. Bounded: gives up after 10 s."""
+    argo.track_git(app, ws.tip)
     start = ws.tip()
 
     def run() -> None:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while auto and time.monotonic() < deadline:
             head = ws.tip()
             if head != start:
-                argo.set_git_head(app, head)
-                if auto:
-                    argo.start_auto_sync(app, head)
+                argo.start_auto_sync(app, head)
                 return
             time.sleep(0.01)
 

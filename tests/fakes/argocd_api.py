@@ -178,6 +178,11 @@ class FakeArgoCD:
         """Declare the app's hooks in Git, e.g. ``set_hooks("web", "PreSync", "PostSync")``."""
         self._call(lambda: self.state.hooks.__setitem__(name, set(hook_types)))
 
+    def track_git(self, name: str, head: Callable[[], str]) -> None:
+        """Read the app's Git head from ``head()`` at every refresh and sync, as the repo
+        server reads the real repository (e.g. a fake GitHub's bare repo)."""
+        self._call(lambda: self.state.git_sources.__setitem__(name, head))
+
     def set_git_head(self, name: str, revision: str) -> None:
         """A new commit on the tracked branch; a refresh then shows the app OutOfSync."""
         self._call(lambda: self.state.heads.__setitem__(name, revision))

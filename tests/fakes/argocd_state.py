@@ -75,6 +75,8 @@ class ArgoState:
         self.scripts: dict[str, deque[Step]] = {}
         self.hooks: dict[str, set[str]] = {}
         self.heads: dict[str, str] = {}
+        # a repo-server stand-in: when set for an app, its Git head is read from here
+        self.git_sources: dict[str, Callable[[], str]] = {}
         self.blocked: set[str] = set()
         self.log: list[tuple[str, App]] = []
         self.subscribers: list[Subscriber] = []
@@ -163,7 +165,13 @@ class ArgoState:
         """A requested revision as the repo server would resolve it to a commit."""
         if requested and len(requested) == 40 and all(c in "0123456789abcdef" for c in requested):
             return requested
-        return self.heads.get(name) or fx.sha(f"{name}-head")
+        return self.head(name) or fx.sha(f"{name}-head")
+
+    def head(self, name: str) -> str | None:
+        source = self.git_sources.get(name)
+        if source is not None:
+            self.heads[name] = source()
+        return self.heads.get(name)
 
     # -- refresh ------------------------------------------------------------------------
     def _schedule_reconcile(self, name: str) -> None:
@@ -179,7 +187,7 @@ class ArgoState:
                 return
             (app["metadata"].get("annotations") or {}).pop(REFRESH, None)
             sync = app["status"].setdefault("sync", {"status": "Unknown"})
-            head = self.heads.get(name)
+            head = self.head(name)
             if head and not app.get("operation"):
                 sync["revision"] = head
                 sync["status"] = "Synced" if head == self.deployed_revision(app) else "OutOfSync"
