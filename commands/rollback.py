@@ -30,6 +30,7 @@ from commands.sync import (
     SyncFailed,
     SyncOptions,
     degraded_problems,
+    fail_running,
     failed_result,
     problem_facts,
     run_postsync,
@@ -141,7 +142,7 @@ async def rollback(
         await step("revert", StepState.RUNNING, f"reverting {info.short_sha}")
         outcome = await git.revert(info.sha, requested_by=caller.label())
     except errors.CommandError as e:
-        await _fail_running(step, e)
+        await fail_running(step, e)
         return failed_result("rollback", app_name, e, step, link=link)
     base_facts = (
         Fact("reverted", f"{info.short_sha} {info.subject}"),
@@ -190,7 +191,7 @@ async def rollback(
             steps=tuple(step.steps),
         )
     except errors.CommandError as e:
-        await _fail_running(step, e)
+        await fail_running(step, e)
         return Result(
             "rollback",
             app_name,
@@ -272,12 +273,6 @@ async def _wait_revision(svc: Services, name: str, sha: str, step: StepLog) -> A
                         return app
         except errors.Unavailable:
             await asyncio.sleep(0.5)
-
-
-async def _fail_running(step: StepLog, e: errors.CommandError) -> None:
-    for s in step.steps:
-        if s.state is StepState.RUNNING:
-            await step(s.name, StepState.FAILED, e.user_message[:200])
 
 
 async def rollback_cli(

@@ -117,7 +117,7 @@ async def sync(
             steps=tuple(step.steps),
         )
     except errors.CommandError as e:
-        await _fail_running(step, e)
+        await fail_running(step, e)
         return failed_result("sync", app, e, step, link=link, retry=f"sync {app}")
     took = time.monotonic() - started
     changed = after.revision != before_rev
@@ -295,7 +295,8 @@ def problem_facts(problems: list[Problem]) -> tuple[Fact, ...]:
     return tuple(facts)
 
 
-async def _fail_running(step: StepLog, e: errors.CommandError) -> None:
+async def fail_running(step: StepLog, e: errors.CommandError) -> None:
+    """Mark the steps still running as failed with the error's message."""
     for s in step.steps:
         if s.state is StepState.RUNNING:
             await step(s.name, StepState.FAILED, e.user_message[:200])

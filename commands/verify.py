@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Literal
 from commands import errors, hooks, validation
 from commands.argocd import ArgoCD
 from commands.context import Services
-from commands.results import Fact, Progress, Result, Status, StepLog, StepState, no_progress
+from commands.results import Fact, Progress, Result, Status, StepLog, no_progress
+from commands.sync import fail_running
 
 if TYPE_CHECKING:
     from commands.kube import KubeOps
@@ -56,9 +57,7 @@ async def hook(
         else:
             facts = await hooks.postsync(kube, namespace, app_name, timeout=timeout, step=step)
     except errors.CommandError as e:
-        for s in step.steps:
-            if s.state is StepState.RUNNING:
-                await step(s.name, StepState.FAILED, e.user_message[:200])
+        await fail_running(step, e)
         return Result(
             phase,
             app_name,
