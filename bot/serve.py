@@ -96,6 +96,10 @@ class Bot:
             self.store = await asyncio.to_thread(Store, s.state_db)
         except StoreError as e:
             raise ConfigError([str(e)]) from None
+        except OSError as e:
+            raise ConfigError(
+                [f"CHATOPS_STATE_DB: cannot open {s.state_db} ({e.strerror or e})."]
+            ) from None
         self._store_open = True
         self.enabled["state"] = f"{s.state_db}"
         self.probes.add("store", lambda: None if self._store_open else "the store is closed")
@@ -201,7 +205,7 @@ class Bot:
         if slack.socket_mode:
             try:
                 await slack.start_socket_mode()
-                self.enabled["slack"] = f"Socket Mode, {who}"
+                self.enabled["slack"] = f"Socket Mode (connecting in the background), {who}"
             except Exception as e:
                 self.enabled["slack"] = f"Socket Mode FAILED to connect ({type(e).__name__})"
         else:
@@ -215,15 +219,17 @@ class Bot:
             self.enabled["webhooks"] = "POST /webhooks/argocd not available in this build"
             return
         try:
-            module.register(
+            endpoint = module.register(
                 app,
                 settings=self.settings,
                 store=self.store,
                 metrics=self.metrics,
                 dispatcher=self.dispatcher,
             )
-            self.enabled["webhooks"] = "POST /webhooks/argocd" + (
-                "" if self.settings.webhook_token else " (MISSING CHATOPS_WEBHOOK_TOKEN: refused)"
+            self.enabled["webhooks"] = (
+                "POST /webhooks/argocd"
+                if endpoint is not None or self.settings.webhook_token
+                else "off (CHATOPS_WEBHOOK_TOKEN is not set)"
             )
         except Exception as e:
             log.exception("webhooks could not be mounted")
@@ -332,14 +338,20 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
     bot = Bot(settings)
     try:
-        await bot.start()
-    except BaseException:
-        await bot.stop()
-        raise
-    try:
-        await stop.wait()
+        try:
+            await bot.start()
+        except BaseException:
+            await bot.stop()
+            raise
+        try:
+            await stop.wait()
+            log.info("signal received")
+        finally:
+            await bot.stop()
     finally:
-        await bot.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
     return 0
 
 

@@ -210,15 +210,35 @@ class SlackAdapter:
         self._identity_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._socket: Any = None
+        self._connecting: asyncio.Task[Any] | None = None
         secret = settings.slack_signing_secret
+
+        async def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
+            # the bot's own identity from one cached auth.test, so a burst of first requests
+            # does not become a burst of auth.test calls
+            me = await self._whoami()
+            return AuthorizeResult(
+                enterprise_id=me.get("enterprise_id") or enterprise_id,
+                team_id=me.get("team_id") or team_id,
+                bot_user_id=me.get("user_id"),
+                bot_id=me.get("bot_id"),
+                bot_token=client.token,
+            )
+
+        # bolt warns at construction that the client's token is ignored when ``authorize`` is
+        # given; it is not (authorize hands it back), so that one warning is kept out of the log
+        bolt_log = logging.getLogger("chatops.slack.bolt")
+        bolt_log.setLevel(logging.ERROR)
         self.app = AsyncApp(
             client=client,
-            authorize=self._authorize,
+            authorize=authorize,
+            logger=bolt_log,
             signing_secret=secret.get_secret_value() if secret else None,
             request_verification_enabled=not self.socket_mode or secret is not None,
             process_before_response=True,  # our listeners only ack and start a task
             name="chatops",
         )
+        bolt_log.setLevel(logging.NOTSET)
         self.app.command(re.compile(r"^/.+"))(self._on_command)
         self.app.action(ACTION_PATTERN)(self._on_action)
 
@@ -236,16 +256,6 @@ class SlackAdapter:
                 if team:
                     self.dispatcher.authz.slack_home_team = str(team)
             return self.identity
-
-    async def _authorize(self, enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
-        me = await self._whoami()
-        return AuthorizeResult(
-            enterprise_id=me.get("enterprise_id") or enterprise_id,
-            team_id=me.get("team_id") or team_id,
-            bot_user_id=me.get("user_id"),
-            bot_id=me.get("bot_id"),
-            bot_token=self.client.token,
-        )
 
     def mount(self, web_app: web.Application, path: str = "/slack/events") -> None:
         web_app.router.add_post(path, self.handle_http)
@@ -270,13 +280,18 @@ class SlackAdapter:
         self._socket = AsyncSocketModeHandler(
             self.app, self.settings.slack_app_token.get_secret_value(), web_client=self.client
         )
-        await self._socket.connect_async()
+        # the SDK retries a failed connection by itself, forever: never block start-up on it
+        self._connecting = asyncio.create_task(self._socket.connect_async(), name="slack-socket")
 
     async def drain(self, timeout: float) -> None:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
     async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
+            self._connecting = None
         if self._socket is not None:
             await self._socket.close_async()
             self._socket = None

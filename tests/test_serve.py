@@ -1,0 +1,239 @@
+"""``chatops serve``: probes, metrics, start-up lines, what runs without which settings, and a
+graceful SIGTERM that lets running commands finish (or records them as interrupted)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot import serve
+from bot.dispatch import Invocation
+from bot.serve import Bot
+from tests.chat_fixtures import (
+    CHANNEL,
+    OPERATOR,
+    OPERATOR_NAME,
+    SIGNING_SECRET,
+    TEAM,
+    RecordingReply,
+    argo,  # noqa: F401 - fixture
+    chat_settings,
+    running_bot,
+    signed_headers,
+    slack,  # noqa: F401 - fixture
+    slack_harness,
+    slash_command_body,
+)
+from tests.fakes.argocd_api import FakeArgoCD
+from tests.fakes.argocd_fixtures import make_app
+from tests.fakes.recording import until_async
+from tests.fakes.slack_api import FakeSlack
+
+
+async def get(url: str) -> tuple[int, str, str]:
+    async with aiohttp.ClientSession() as s, s.get(url) as r:
+        return r.status, r.headers.get("Content-Type", ""), await r.text()
+
+
+async def test_probes_and_metrics(tmp_path: Path, argo: FakeArgoCD) -> None:  # noqa: F811
+    async with running_bot(chat_settings(tmp_path, argo)) as bot:
+        assert await get(bot.url + "/healthz") == (200, "text/plain; charset=utf-8", "ok\n")
+        status, _, body = await get(bot.url + "/readyz")
+        assert status == 200 and '"ready": true' in body
+        reply = RecordingReply()
+        assert bot.dispatcher is not None
+        inv = Invocation("slack", OPERATOR, OPERATOR_NAME, CHANNEL, "status payments", TEAM)
+        bot.dispatcher.authz.slack_home_team = TEAM
+        await bot.dispatcher.handle(inv, reply)
+        status, ctype, text = await get(bot.url + "/metrics")
+        assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+        assert 'chatops_http_requests_total{route="/healthz",status="200"} 1' in text
+        assert 'chatops_http_requests_total{route="/readyz",status="200"} 1' in text
+        assert 'chatops_commands_total{platform="slack",command="status",outcome="noop"} 1' in text
+        assert 'chatops_command_seconds_count{command="status"} 1' in text
+        assert "# TYPE chatops_http_request_seconds histogram" in text
+
+
+async def test_without_argocd_it_still_serves_and_says_what_is_missing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="chatops.serve"):
+        async with running_bot(chat_settings(tmp_path, None)) as bot:
+            assert (await get(bot.url + "/healthz"))[0] == 200
+            status, _, body = await get(bot.url + "/readyz")
+            assert status == 503
+            assert "CHATOPS_ARGOCD_URL" in body and '"ready": false' in body
+            assert bot.dispatcher is not None and bot.scheduler is None
+            reply = RecordingReply()
+            inv = Invocation("cli", "root", "root", "", "status payments")
+            result = await bot.dispatcher.handle(inv, reply)
+            assert result is not None and result.summary == "Argo CD is not configured."
+    lines = caplog.text
+    assert "argocd: MISSING (set CHATOPS_ARGOCD_URL and CHATOPS_ARGOCD_TOKEN)" in lines
+    assert "slack: off (CHATOPS_SLACK_BOT_TOKEN is not set)" in lines
+    assert "discord: off (CHATOPS_DISCORD_TOKEN is not set)" in lines
+
+
+async def test_startup_lines_list_features_and_never_a_secret(
+    tmp_path: Path,
+    argo: FakeArgoCD,  # noqa: F811
+    slack: FakeSlack,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = chat_settings(
+        tmp_path, argo, slack, git_repo="acme/deploy", git_token="ghp_secretsecret"
+    )
+    with caplog.at_level(logging.DEBUG):
+        async with running_bot(settings) as bot:
+            status, _, _ = await get(bot.url + "/healthz")
+            assert status == 200
+    text = caplog.text
+    assert f"argocd: {argo.url}" in text
+    assert "slack: HTTP mode at POST /slack/events, as chatops in T0FAKE" in text
+    assert "git: github acme/deploy (rollback enabled)" in text
+    assert "kubernetes: " in text and "timers: self-heal timers: 0 pending" in text
+    for secret in (argo.token, slack.token, SIGNING_SECRET, "ghp_secretsecret"):
+        assert secret not in text
+
+
+def test_urls_in_log_lines_lose_credentials() -> None:
+    assert serve._safe_url("https://user:pw@argocd.example:8443/base?token=x") == (
+        "https://argocd.example:8443/base"
+    )
+
+
+async def test_slack_without_a_signing_secret_stays_off(
+    tmp_path: Path,
+    argo: FakeArgoCD,  # noqa: F811
+    slack: FakeSlack,  # noqa: F811
+) -> None:
+    settings = chat_settings(tmp_path, argo, slack, slack_signing_secret=None)
+    async with running_bot(settings) as bot:
+        assert bot.slack is None
+        assert "CHATOPS_SLACK_SIGNING_SECRET" in bot.enabled["slack"]
+        body = slash_command_body("/status", "payments")
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(bot.url + "/slack/events", data=body, headers=signed_headers(body)) as r,
+        ):
+            assert r.status == 404
+
+
+async def test_socket_mode_when_an_app_token_is_set(
+    tmp_path: Path,
+    argo: FakeArgoCD,  # noqa: F811
+    slack: FakeSlack,  # noqa: F811
+) -> None:
+    settings = chat_settings(tmp_path, argo, slack, slack_app_token="xapp-1-A0-1-test")
+    async with running_bot(settings) as bot:
+        assert bot.slack is not None and bot.slack.socket_mode
+        assert bot.enabled["slack"].startswith("Socket Mode")
+        async with aiohttp.ClientSession() as s, s.post(bot.url + "/slack/events") as r:
+            assert r.status == 404  # no HTTP endpoint in Socket Mode
+        # the SDK asks for a WebSocket URL with the app token (the fake does not know it)
+        await until_async(lambda: slack.calls_to("apps.connections.open"))
+        assert "xapp" not in str(bot.enabled)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_sigterm_stops_accepting_and_lets_running_commands_finish(
+    tmp_path: Path,
+    slack: FakeSlack,  # noqa: F811
+) -> None:
+    slow = FakeArgoCD(step_delay=0.15).start()
+    slow.add_app(make_app("payments"))
+    port = free_port()
+    settings = chat_settings(tmp_path, slow, slack, listen=f"127.0.0.1:{port}")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        runner = asyncio.create_task(serve.run(settings))
+        await until_async(lambda: slack.calls_to("auth.test"))
+        await until_async(lambda: _up(base))
+        body = slash_command_body("/sync", "payments", response_url=slack.new_response_url())
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(base + "/slack/events", data=body, headers=signed_headers(body)) as r,
+        ):
+            assert r.status == 200
+        await until_async(lambda: [r for r in slow.requests if r.path.endswith("/sync")])
+
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(runner, 15) == 0
+        assert not _up(base)  # the listener is closed
+        [msg] = slack.messages_in(CHANNEL)
+        assert msg["text"].startswith("✅ sync payments")  # finished, not cut off
+    finally:
+        slow.stop()
+
+
+def _up(base: str) -> bool:
+    host, port = base.removeprefix("http://").split(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+async def test_commands_outliving_the_grace_period_are_recorded_as_interrupted(
+    tmp_path: Path,
+    argo: FakeArgoCD,  # noqa: F811
+    slack: FakeSlack,  # noqa: F811
+) -> None:
+    argo.script("payments", "hang")
+    settings = chat_settings(tmp_path, argo, slack)
+    async with slack_harness(settings, slack, argo, drain_timeout=0.2) as h:
+        await h.command("/sync", "payments")
+        await until_async(lambda: [r for r in argo.requests if r.path.endswith("/sync")])
+    # stopped: the audit row says what happened, and so does the message
+    rows = audit_rows(tmp_path)
+    assert rows[0]["outcome"] == "interrupted"
+    [msg] = slack.messages_in(CHANNEL)
+    assert msg["text"] == ("❌ sync payments: The bot restarted before sync payments finished.")
+
+
+def audit_rows(tmp_path: Path) -> list[dict[str, Any]]:
+    from bot.store import Store
+
+    store = Store(tmp_path / "state.db")
+    try:
+        return store.audit_list()
+    finally:
+        store.close()
+
+
+def test_main_exits_2_when_the_state_file_cannot_be_opened(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    settings = chat_settings(tmp_path, None, state_db=str(blocker / "state.db"))
+    root = logging.getLogger()
+    level = root.level
+    try:
+        assert serve.main(settings) == 2
+    finally:
+        root.setLevel(level)
+
+
+async def test_bot_start_failure_cleans_up(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        bot = Bot(chat_settings(tmp_path, None), host="127.0.0.1", port=port)
+        with pytest.raises(OSError):
+            await bot.start()
+        await bot.stop()  # safe after a failed start: closes what was opened
+        assert "store: the store is closed" in bot.probes.problems()
