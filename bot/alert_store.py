@@ -97,6 +97,8 @@ class GroupCommitWriter:
             try:
                 db.execute("BEGIN IMMEDIATE")
                 for n, (fn, fut) in enumerate(jobs):
+                    if not fut.set_running_or_notify_cancel():
+                        continue  # the caller went away (shutdown, client disconnect)
                     db.execute(f"SAVEPOINT j{n}")
                     try:
                         value = fn(db)
@@ -115,7 +117,7 @@ class GroupCommitWriter:
                     db.execute("ROLLBACK")
                 self._rolled_back()
                 for _fn, fut in jobs:
-                    if not fut.done():
+                    if fut.running() or fut.set_running_or_notify_cancel():
                         fut.set_exception(e)
                 return
         self.batches += 1
