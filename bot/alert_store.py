@@ -175,8 +175,13 @@ class AlertStore:
         self.engine.load((Incident.from_json(json.loads(r[0])) for r in rows), int(top) + 1)
 
     def pending_items(self) -> list[OutboxItem]:
+        """Pending rows, due now: after a restart nothing waits out an old backoff (the tries
+        already made still count against the limit)."""
         rows = self.store.query("SELECT * FROM outbox WHERE status='pending' ORDER BY id")
-        return [_item_from_row(r) for r in rows]
+        items = [_item_from_row(r) for r in rows]
+        for item in items:
+            item.not_before = 0.0
+        return items
 
     def thread_refs(self) -> dict[ThreadKey, str]:
         rows = self.store.query("SELECT incident_id, platform, channel, ref FROM alert_threads")

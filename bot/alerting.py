@@ -98,7 +98,8 @@ class AlertRunner:
         self.event_watch: Any = None
         self._signals: asyncio.Queue[Signal] = asyncio.Queue(maxsize=100_000)
         self._wake = asyncio.Event()
-        self._sleep_until: float | None = None
+        self._sleep_until: float | None = None  # None: until woken
+        self._sleeping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._scheduler: Any = None
         self._metrics(metrics or Registry())
@@ -262,7 +263,11 @@ class AlertRunner:
             due = self.engine.next_deadline()
         except IndexError:  # the heap changed under us on the writer thread
             due = None
-        if due is not None and (self._sleep_until is None or due < self._sleep_until):
+        if (
+            due is not None
+            and self._sleeping
+            and (self._sleep_until is None or due < self._sleep_until)
+        ):
             self._wake.set()
 
     # -- time -----------------------------------------------------------------------------
@@ -273,10 +278,13 @@ class AlertRunner:
                 due = await self.alert_store.next_deadline()
                 self._sleep_until = due
                 timeout = None if due is None else max(0.0, due - time.time())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                self._sleeping = True
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout)
+                finally:
+                    self._sleeping = False
                 self._wake.clear()
-                self._sleep_until = None
                 self._after(await self.alert_store.tick())
             except asyncio.CancelledError:
                 raise
