@@ -105,8 +105,11 @@ def _problems(items: Iterable[Any], only: tuple[str, ...] = ()) -> tuple[Resourc
 
 
 class AppWatch:
-    def __init__(self, argocd: ArgoCD, emit: Emit, *, ui_url: str = "") -> None:
+    def __init__(
+        self, argocd: ArgoCD, emit: Emit, *, ui_url: str = "", backoff: Backoff | None = None
+    ) -> None:
         self.argocd = argocd
+        self.backoff = backoff or Backoff()
         self.emit = emit
         self.ui_url = ui_url.rstrip("/")
         self.seen: dict[str, _Seen] = {}
@@ -202,7 +205,7 @@ class AppWatch:
                 await self._task
 
     async def run(self) -> None:
-        backoff = Backoff()
+        backoff = self.backoff
         while True:
             try:
                 self.connects += 1
@@ -241,8 +244,8 @@ def _app_from_meta(meta: dict[str, Any]) -> str | None:
 
 
 class Correlator:
-    """Involved object -> Argo CD app name, cached by the object's uid (a storm of events about
-    the same pods costs one lookup per pod)."""
+    """Involved object -> Argo CD app name, cached by the object's uid (or kind/namespace/name):
+    a storm of events about the same pods costs one lookup per pod."""
 
     READERS = {
         "Pod": ("core", "read_namespaced_pod"),
@@ -298,12 +301,12 @@ class Correlator:
         return None
 
     def app_for(self, involved: dict[str, Any]) -> str | None:
-        uid = str(involved.get("uid") or "")
-        if uid and uid in self.cache:
-            self.cache.move_to_end(uid)
-            return self.cache[uid]
         namespace = str(involved.get("namespace") or "")
         kind, name = str(involved.get("kind") or ""), str(involved.get("name") or "")
+        uid = str(involved.get("uid") or "") or f"{kind}/{namespace}/{name}"
+        if uid in self.cache:
+            self.cache.move_to_end(uid)
+            return self.cache[uid]
         found: str | None = None
         for _ in range(4):  # Pod -> ReplicaSet -> Deployment (-> a parent) at most
             obj = self._get(kind, namespace, name)
@@ -322,10 +325,9 @@ class Correlator:
             candidates = self.apps_in(namespace)
             if len(candidates) == 1:
                 found = next(iter(candidates))
-        if uid:
-            self.cache[uid] = found
-            if len(self.cache) > self.cache_size:
-                self.cache.popitem(last=False)
+        self.cache[uid] = found
+        if len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
         return found
 
 
@@ -340,6 +342,7 @@ class EventWatch:
         timeout_seconds: int = 300,
         page_size: int = 500,
         seen_size: int = 50000,
+        backoff: Backoff | None = None,
     ) -> None:
         """``emit`` is called from the watch thread (use ``loop.call_soon_threadsafe``)."""
         from kubernetes import client as k8s
@@ -352,6 +355,7 @@ class EventWatch:
         self.page_size = page_size
         self.seen: OrderedDict[str, int] = OrderedDict()  # event uid -> count already counted
         self.seen_size = seen_size
+        self.backoff = backoff or Backoff()
         self.resource_version = ""
         self.lists = 0
         self.watches = 0
@@ -492,7 +496,7 @@ class EventWatch:
                 resp.release_conn()
 
     def _run(self) -> None:
-        backoff = Backoff()
+        backoff = self.backoff
         primed = False
         while not self._stop.is_set():
             try:
