@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
@@ -48,6 +49,11 @@ LINK_PREFIX = "chatops:link:"
 CONFIRM_ACTION = "chatops:confirm"
 CANCEL_ACTION = "chatops:cancel"
 RATE_LIMIT_RETRIES = 5
+# Ack first: while Slack requests keep arriving, command work waits (at most BURST_MAX_DEFER)
+# until none came for BURST_QUIET, so a burst of commands is acked before any of them starts
+# hogging the event loop with API calls. The work itself has no deadline; the ack has 3 s.
+BURST_QUIET = 0.01
+BURST_MAX_DEFER = 0.25
 _NO_CHANNEL = ("not_in_channel", "channel_not_found", "is_archived")
 
 
@@ -211,6 +217,7 @@ class SlackAdapter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._socket: Any = None
         self._connecting: asyncio.Task[Any] | None = None
+        self._last_request = 0.0
         secret = settings.slack_signing_secret
 
         async def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
@@ -262,6 +269,7 @@ class SlackAdapter:
 
     async def handle_http(self, request: web.Request) -> web.Response:
         """aiohttp -> bolt with the raw body (the signature covers its exact bytes) -> aiohttp."""
+        self._last_request = time.monotonic()
         raw = await request.read()
         headers: dict[str, str | Sequence[str]] = {}
         for key, value in request.headers.items():
@@ -378,8 +386,18 @@ class SlackAdapter:
             return str(enterprise_id)
         return str(team_id) if team_id else None
 
+    async def _after_burst(self) -> None:
+        deadline = time.monotonic() + BURST_MAX_DEFER
+        while True:
+            now = time.monotonic()
+            quiet_for = now - self._last_request
+            if quiet_for >= BURST_QUIET or now >= deadline:
+                return
+            await asyncio.sleep(min(BURST_QUIET - quiet_for, deadline - now))
+
     async def _run(self, inv: Invocation, reply: SlackReply) -> None:
         try:
+            await self._after_burst()
             await self.dispatcher.handle(inv, reply)
         except asyncio.CancelledError:
             raise
