@@ -33,6 +33,8 @@ from tests.chat_fixtures import (
 )
 from tests.fakes.argocd_api import FakeArgoCD
 from tests.fakes.argocd_fixtures import make_app
+from tests.fakes.kube_api import FakeKube
+from tests.fakes.kube_api import api_client as kube_api_client
 from tests.fakes.recording import until_async
 from tests.fakes.slack_api import FakeSlack
 
@@ -354,3 +356,34 @@ async def test_bot_not_in_the_channel_answers_through_the_response_url(h: SlackH
     [post] = await h.responses(url)
     assert post["response_type"] == "in_channel"
     assert post["text"].startswith("☑️ status payments")
+
+
+async def test_sync_runs_the_hooks_against_kubernetes_and_verify_finds_root(
+    tmp_path: Path,
+    slack: FakeSlack,  # noqa: F811
+    argo: FakeArgoCD,  # noqa: F811
+) -> None:
+    kube = FakeKube(pod_delay=0.01, bookmark_interval=0.2).start()
+    api = kube_api_client(kube)
+    try:
+        kube.add_statefulset("prod", "payments-db", app="payments")
+        kube.report_uid("payments-db", "payments-db", 1001)
+        kube.add_statefulset("prod", "orders-db", app="orders")  # its image runs as root
+        settings = chat_settings(tmp_path, argo, slack)
+        async with slack_harness(settings, slack, argo, kube_client=api) as h:
+            await h.command("/sync", "payments")
+            msg = await h.final("sync payments")
+            assert msg["text"].startswith("✅ sync payments"), msg["text"]
+            assert "✅ Pre-sync hook · ✅ Sync · ✅ Wait for healthy · ✅ Post-sync checks" in (
+                text_of(msg)
+            )
+            scales = [r.body for r in kube.requests_to("PATCH", "/statefulsets/payments-db/scale")]
+            assert scales == [{"spec": {"replicas": 0}}, {"spec": {"replicas": 1}}]
+
+            await h.command("/verify-rootless", "orders")
+            msg = await h.final("verify-rootless orders", n=2)
+            assert msg["text"].startswith("❌ verify-rootless orders")
+            assert "run as root" in msg["text"]
+    finally:
+        api.close()
+        kube.stop()
