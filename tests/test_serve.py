@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +238,93 @@ async def test_bot_start_failure_cleans_up(tmp_path: Path) -> None:
             await bot.start()
         await bot.stop()  # safe after a failed start: closes what was opened
         assert "store: the store is closed" in bot.probes.problems()
+
+
+# -- the self-heal scheduler on its own --------------------------------------------------------
+class Timers:
+    """A scheduler wired like serve wires it, with what it announced."""
+
+    def __init__(self, tmp_path: Path, fake: FakeArgoCD, **kw: Any) -> None:
+        from bot import wiring
+        from bot.scheduler import SelfHealScheduler
+        from bot.store import Store
+
+        self.store = Store(tmp_path / "timers.db")
+        self.services = wiring.services(chat_settings(tmp_path, fake), with_kube=False)
+        self.said: list[str] = []
+        self.scheduler = SelfHealScheduler(
+            self.store, self.services, announce=self._say, retry_interval=0.2, **kw
+        )
+        self.services.timers = self.scheduler.timers()
+
+    async def _say(self, text: str) -> None:
+        self.said.append(text)
+
+    async def close(self) -> None:
+        await self.scheduler.close()
+        await self.services.argocd.aclose()
+        self.store.close()
+
+
+def self_heal(fake: FakeArgoCD, app: str) -> bool:
+    return bool(fake.app(app)["spec"]["syncPolicy"]["automated"]["selfHeal"])
+
+
+async def test_timer_written_by_another_process_is_found_by_the_rescan(tmp_path: Path) -> None:
+    fake = FakeArgoCD(step_delay=0.01).start()
+    fake.add_app(make_app("payments", self_heal=False))
+    t = Timers(tmp_path, fake, rescan_interval=0.2)
+    try:
+        assert await t.scheduler.start() == 0
+        # what `chatops selfheal off payments --for 1m` in another process leaves behind
+        t.store.schedule_timer("selfheal-on", "payments", time.time() + 0.3, {}, "cli")
+        await until_async(lambda: t.said)
+        assert t.said == ["Self-heal is back on for payments: the pause set by cli is over."]
+        assert self_heal(fake, "payments")
+        assert t.store.timers() == []
+    finally:
+        await t.close()
+        fake.stop()
+
+
+async def test_timer_fires_when_due_not_before(tmp_path: Path) -> None:
+    fake = FakeArgoCD(step_delay=0.01).start()
+    fake.add_app(make_app("payments", self_heal=False))
+    t = Timers(tmp_path, fake)
+    try:
+        await t.scheduler.start()
+        due = time.time() + 0.5
+        await t.scheduler.timers().schedule("selfheal-on", "payments", due, {}, "olivia via slack")
+        await asyncio.sleep(0.2)  # deliberately inside the pause: nothing may happen yet
+        assert t.said == [] and not self_heal(fake, "payments")
+        await until_async(lambda: t.said)
+        assert time.time() >= due and self_heal(fake, "payments")
+    finally:
+        await t.close()
+        fake.stop()
+
+
+async def test_unreachable_argocd_is_retried_and_a_vanished_app_is_reported(
+    tmp_path: Path,
+) -> None:
+    fake = FakeArgoCD(step_delay=0.01).start()
+    fake.add_app(make_app("payments", self_heal=False))
+    t = Timers(tmp_path, fake)
+    try:
+        fake.pause()
+        now = time.time()
+        t.store.schedule_timer("selfheal-on", "payments", now, {}, "olivia via slack")
+        t.store.schedule_timer("selfheal-on", "ghost", now, {}, "olivia via slack")
+        await t.scheduler.start()
+        await until_async(lambda: any(r["outcome"] == "unavailable" for r in t.store.audit_list()))
+        [timer] = [r for r in t.store.timers() if r["key"] == "payments"]
+        assert timer["due_at"] > now  # moved on by the retry interval, not dropped
+        fake.resume()
+        await until_async(lambda: len(t.said) == 2)
+        assert "Self-heal is back on for payments" in " ".join(t.said)
+        [ghost] = [s for s in t.said if "ghost" in s]
+        assert ghost.startswith("Could not turn self-heal back on for ghost after the pause")
+        assert t.store.timers() == [] and self_heal(fake, "payments")
+    finally:
+        await t.close()
+        fake.stop()
