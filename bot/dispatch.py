@@ -16,31 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import importlib
-import inspect
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from bot.authz import Authorizer, GroupResolver
+from bot.chat_commands import Catalog, Handler, Parsed
 from bot.metrics import Registry
+from bot.progress import PROGRESS_INTERVAL, ProgressThrottle
 from bot.settings import Settings
 from bot.store import Store
 from commands import errors, validation
-from commands.context import Caller, Services
-from commands.results import Fact, Progress, Result, Status, Step
-from commands.sync import SyncOptions, failed_result
+from commands.context import Services
+from commands.results import Fact, Result, Status, Step
+from commands.sync import failed_result
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[["Invocation", list[str]], Awaitable[Result]]
-Runner = Callable[[Progress], Awaitable[Result]]
-
-PROGRESS_INTERVAL = 1.0  # at most one edit of the progress message per second
-_COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
+__all__ = ["Dispatcher", "Handler", "InFlight", "Invocation", "Reply"]
 
 
 @dataclass(frozen=True)
@@ -72,67 +67,11 @@ class Reply(Protocol):
 
 
 @dataclass(frozen=True)
-class Command:
-    name: str
-    usage: str  # arguments only: "APP [prune]"
-    about: str
-    mutating: bool
-    destructive: bool = False
-    handler: Handler | None = None  # registered extras; built-ins are parsed below
-    app_arg: int | None = None  # which argument of an extra names the app (lock, scope)
-
-
-@dataclass(frozen=True)
-class Parsed:
-    """One command ready to run: what to lock, what to ask, what to call."""
-
-    command: Command
-    line: str  # the normalized command string (confirm buttons carry it back)
-    app: str | None
-    run: Runner
-    destructive: bool = False
-    prompt: str = ""
-
-
-@dataclass(frozen=True)
 class InFlight:
     line: str
     user_name: str
     platform: str
     started_at: float
-
-
-BUILTINS: tuple[Command, ...] = (
-    Command(
-        "sync",
-        "APP [prune]",
-        "refresh, run the hooks, sync and wait for Synced and Healthy; "
-        "`prune` also deletes what Git no longer has (asks first)",
-        mutating=True,
-    ),
-    Command(
-        "rollback",
-        "APP [COMMIT]",
-        "revert the app's last (or the given) commit in Git, then sync (asks first)",
-        mutating=True,
-        destructive=True,
-    ),
-    Command(
-        "selfheal",
-        "off|on APP [DURATION]",
-        "pause or resume Argo CD self-heal; `off APP 30m` turns it back on by itself",
-        mutating=True,
-    ),
-    Command(
-        "verify-rootless",
-        "APP",
-        "check the app's StatefulSets are Ready and run as non-root",
-        mutating=False,
-    ),
-    Command("status", "APP", "sync, health, operation and what is unhealthy", mutating=False),
-    Command("help", "[COMMAND]", "this list", mutating=False),
-)
-ALIASES = {"verify": "verify-rootless", "self-heal": "selfheal"}
 
 
 class Dispatcher:
@@ -152,7 +91,7 @@ class Dispatcher:
         self.authz = Authorizer(settings.authorization, slack_groups=slack_groups)
         self.clock = clock
         self.progress_interval = PROGRESS_INTERVAL
-        self._commands: dict[str, Command] = {c.name: c for c in BUILTINS}
+        self.catalog = Catalog(settings, lambda: self.services)
         self._inflight: dict[str, InFlight] = {}
         self._running: dict[asyncio.Task[Any], int] = {}
         self._interrupted: set[int] = set()
@@ -180,41 +119,29 @@ class Dispatcher:
         about: str = "",
         app_arg: int | None = None,
     ) -> None:
-        if name in self._commands and self._commands[name].handler is None:
-            raise ValueError(f"{name} is a built-in command")
-        self._commands[name] = Command(
-            name, usage, about, mutating, destructive, handler=handler, app_arg=app_arg
+        """An extra command (e.g. the alerts' ``ack``); ``app_arg`` is the index of the
+        argument naming an app, which then gets the per-app lock and scoped authorization."""
+        self.catalog.register(
+            name,
+            handler,
+            mutating=mutating,
+            destructive=destructive,
+            usage=usage,
+            about=about,
+            app_arg=app_arg,
         )
 
     def slash_name(self, name: str) -> str:
-        """The configured name (without "/") users type for a canonical command."""
-        if name in {c.name for c in BUILTINS}:
-            return self.settings.command_name(name)
-        return self.settings.command_prefix + name
+        return self.catalog.slash_name(name)
 
     def canonical(self, typed: str) -> str | None:
-        """``/argo-sync`` or ``sync`` -> ``sync``; None if no command has that name."""
-        word = typed.lstrip("/").lower()
-        for name in self._commands:
-            if word in (name, self.slash_name(name)):
-                return name
-        return ALIASES.get(word)
+        return self.catalog.canonical(typed)
 
     def commands(self) -> list[str]:
-        return list(self._commands)
+        return self.catalog.names()
 
     def usage(self, name: str | None = None) -> str:
-        if name is not None:
-            cmd = self._commands[name]
-            line = f"Usage: /{self.slash_name(name)} {cmd.usage}".rstrip()
-            return f"{line} — {cmd.about}" if cmd.about else line
-        lines = ["Commands:"]
-        for cmd in self._commands.values():
-            if cmd.usage or cmd.about or cmd.handler is None:
-                lines.append(
-                    f"/{self.slash_name(cmd.name)} {cmd.usage}".rstrip() + f" — {cmd.about}"
-                )
-        return "\n".join(lines)
+        return self.catalog.usage(name)
 
     # -- the one entry point ---------------------------------------------------------------
     async def handle(self, inv: Invocation, reply: Reply) -> Result | None:
@@ -231,7 +158,7 @@ class Dispatcher:
             )
             return None
         try:
-            parsed = self._parse(inv, name, tokens[1:])
+            parsed = self.catalog.parse(inv, name, tokens[1:])
         except errors.BadInput as e:
             await self._audit_once(inv, name, tokens[1:], None, "bad_input", e.user_message)
             await _safe(reply.error(f"{e}\n{self.usage(name)}"))
@@ -351,181 +278,6 @@ class Dispatcher:
         return project
 
     # -- parsing: command string -> Parsed ---------------------------------------------------
-    def _parse(self, inv: Invocation, name: str, args: list[str]) -> Parsed:
-        cmd = self._commands[name]
-        if cmd.handler is not None:
-            return self._parse_extra(inv, cmd, args)
-        caller = Caller(inv.user_name, inv.platform)
-        if name == "help":
-            return self._parse_help(cmd, args)
-        if name == "selfheal":
-            return self._parse_selfheal(cmd, args, caller)
-        app = _one_app(args)
-        if name == "sync":
-            return self._parse_sync(cmd, app, args[1:], caller)
-        if name == "rollback":
-            return self._parse_rollback(cmd, app, args[1:], caller)
-        _no_more(args[1:])
-        if name == "status":
-            from commands.status import status
-
-            return Parsed(cmd, f"status {app}", app, lambda _p: status(self._svc(), app))
-        from commands.verify import verify
-
-        return Parsed(cmd, f"verify-rootless {app}", app, lambda _p: verify(self._svc(), app))
-
-    def _parse_help(self, cmd: Command, args: list[str]) -> Parsed:
-        which = self.canonical(args[0]) if args else None
-        if args and which is None:
-            raise errors.BadInput(f"There is no command '{args[0][:40]}'.")
-
-        async def run(_p: Progress) -> Result:
-            names = [which] if which else list(self._commands)
-            facts = tuple(
-                Fact(f"/{self.slash_name(n)} {self._commands[n].usage}".rstrip(), c.about)
-                for n in names
-                if (c := self._commands[n]).about or c.handler is None
-            )
-            summary = "How to use it." if which else "Commands you can run."
-            return Result("help", which or "commands", Status.NOOP, summary, facts=facts)
-
-        return Parsed(cmd, "help" + (f" {which}" if which else ""), None, run)
-
-    def _parse_sync(self, cmd: Command, app: str, rest: list[str], caller: Caller) -> Parsed:
-        prune = False
-        for word in rest:
-            if word.lower() in ("prune", "--prune"):
-                prune = True
-            else:
-                raise errors.BadInput(f"Unexpected '{word[:40]}'.")
-        opts = self._sync_options(prune)
-        from commands.sync import sync
-
-        return Parsed(
-            cmd,
-            f"sync {app}" + (" prune" if prune else ""),
-            app,
-            lambda p: sync(self._svc(), app, opts, caller=caller, progress=p),
-            destructive=prune,
-            prompt=f"Sync {app} with prune? Resources that are no longer in Git will be "
-            "deleted from the cluster.",
-        )
-
-    def _parse_rollback(self, cmd: Command, app: str, rest: list[str], caller: Caller) -> Parsed:
-        commit: str | None = None
-        if rest:
-            commit = rest[0].lower()
-            if not _COMMIT.match(commit):
-                raise errors.BadInput(f"'{rest[0][:40]}' is not a commit SHA.")
-            _no_more(rest[1:])
-        line = f"rollback {app}" + (f" {commit}" if commit else "")
-        rollback_chat = _rollback_chat()
-        if rollback_chat is None:
-
-            async def not_configured(_p: Progress) -> Result:
-                return Result(
-                    "rollback",
-                    app,
-                    Status.FAILED,
-                    "Rollback is not configured yet.",
-                    facts=(Fact("hint", "Use Argo CD or Git directly for now."),),
-                )
-
-            return Parsed(cmd, line, app, not_configured)
-        kwargs: dict[str, Any] = {}
-        if "opts" in inspect.signature(rollback_chat).parameters:
-            kwargs["opts"] = self._sync_options(True)
-
-        async def run(p: Progress) -> Result:
-            result: Result = await rollback_chat(
-                self._svc(), app, commit=commit, caller=caller, progress=p, **kwargs
-            )
-            return result
-
-        # Without the full SHA the core only shows the commit and a confirm button (the
-        # button pins the SHA), so only the call that writes needs the confirmation.
-        writes = commit is not None and len(commit) == 40
-        return Parsed(
-            cmd,
-            line,
-            app,
-            run,
-            destructive=writes,
-            prompt=f"Revert commit {(commit or '')[:7]} of {app} in Git and sync?",
-        )
-
-    def _parse_selfheal(self, cmd: Command, args: list[str], caller: Caller) -> Parsed:
-        from commands.selfheal import MAX_PAUSE, MIN_PAUSE, selfheal
-
-        if not args:
-            raise errors.BadInput("Missing off|on and APP.")
-        mode = args[0].lower()
-        if mode not in ("on", "off"):
-            raise errors.BadInput(f"'{args[0][:40]}' is not on or off.")
-        app = _one_app(args[1:])
-        duration: float | None = None
-        rest = args[2:]
-        if rest:
-            if mode == "on":
-                raise errors.BadInput("A duration only makes sense with 'off'.")
-            duration = validation.duration(
-                rest[0], minimum=MIN_PAUSE, maximum=MAX_PAUSE, what="self-heal pause"
-            )
-            _no_more(rest[1:])
-        line = f"selfheal {mode} {app}" + (f" {rest[0].lower()}" if rest else "")
-        for_how_long = f" for {validation.human(duration)}" if duration else ""
-        return Parsed(
-            cmd,
-            line,
-            app,
-            lambda _p: selfheal(
-                self._svc(),
-                "on" if mode == "on" else "off",
-                app,
-                duration=duration,
-                caller=caller,
-            ),
-            destructive=mode == "off",
-            prompt=f"Turn self-heal off for {app}{for_how_long}? Argo CD will stop undoing "
-            "manual changes in the cluster.",
-        )
-
-    def _parse_extra(self, inv: Invocation, cmd: Command, args: list[str]) -> Parsed:
-        handler = cmd.handler
-        assert handler is not None
-        app: str | None = None
-        if cmd.app_arg is not None:
-            if len(args) <= cmd.app_arg:
-                raise errors.BadInput("Missing APP.")
-            app = validation.app_name(args[cmd.app_arg])
-        line = " ".join([cmd.name, *args])
-        return Parsed(
-            cmd,
-            line,
-            app,
-            lambda _p: handler(inv, list(args)),
-            destructive=cmd.destructive,
-            prompt=f"Run {line}?",
-        )
-
-    def _sync_options(self, prune: bool) -> SyncOptions:
-        s = self.settings
-        return SyncOptions(
-            prune=prune,
-            timeout=s.sync_timeout,
-            retry_limit=s.retry_limit,
-            presync_timeout=s.presync_timeout,
-            postsync_timeout=s.postsync_timeout,
-        )
-
-    def _svc(self) -> Services:
-        if self.services is None:
-            raise errors.Unavailable(
-                "Argo CD is not configured.",
-                hint="Set CHATOPS_ARGOCD_URL and CHATOPS_ARGOCD_TOKEN and restart the bot.",
-            )
-        return self.services
-
     # -- audit ---------------------------------------------------------------------------------
     async def _audit_start(self, inv: Invocation, parsed: Parsed) -> int:
         args = parsed.line.split(" ", 1)[1] if " " in parsed.line else ""
@@ -601,58 +353,6 @@ class Dispatcher:
             await asyncio.wait(pending, timeout=5.0)
 
 
-class ProgressThrottle:
-    """The ``Progress`` sink given to a command: keeps the latest state of each step and edits
-    the progress message at most once per ``interval``, from a background task, so a slow or
-    rate-limited chat API never slows the command down and bursts of steps become one edit."""
-
-    def __init__(self, reply: Reply, command: str, target: str, interval: float) -> None:
-        self._reply = reply
-        self._command = command
-        self._target = target
-        self._interval = interval
-        self._steps: list[Step] = []
-        self._dirty = asyncio.Event()
-        self._pump: asyncio.Task[None] | None = None
-        self._sending: asyncio.Task[None] | None = None
-
-    async def __call__(self, step: Step) -> None:
-        for i, s in enumerate(self._steps):
-            if s.name == step.name:
-                self._steps[i] = step
-                break
-        else:
-            self._steps.append(step)
-        self._dirty.set()
-        if self._pump is None:
-            self._pump = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            steps = tuple(self._steps)
-            self._sending = asyncio.ensure_future(
-                self._reply.progress(self._command, self._target, steps)
-            )
-            try:
-                await asyncio.shield(self._sending)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                log.warning("progress update failed: %s", type(e).__name__)
-            await asyncio.sleep(self._interval)
-
-    async def close(self) -> None:
-        """Stop editing; an edit already on the wire finishes first, so it cannot land after
-        (and overwrite) the final result."""
-        if self._pump is not None:
-            self._pump.cancel()
-            await asyncio.gather(self._pump, return_exceptions=True)
-        if self._sending is not None and not self._sending.done():
-            await asyncio.gather(self._sending, return_exceptions=True)
-
-
 async def _safe(call: Awaitable[None], *, timeout: float | None = None) -> None:
     """Show something to the user; a chat API failure is logged, never raised into the core."""
     try:
@@ -665,23 +365,3 @@ async def _safe(call: Awaitable[None], *, timeout: float | None = None) -> None:
         raise
     except Exception as e:
         log.warning("could not reply in chat: %s: %s", type(e).__name__, str(e)[:200])
-
-
-def _one_app(args: list[str]) -> str:
-    if not args:
-        raise errors.BadInput("Missing APP.")
-    return validation.app_name(args[0])
-
-
-def _no_more(rest: list[str]) -> None:
-    if rest:
-        raise errors.BadInput(f"Unexpected '{rest[0][:40]}'.")
-
-
-def _rollback_chat() -> Callable[..., Awaitable[Result]] | None:
-    try:
-        module = importlib.import_module("commands.rollback")
-    except ImportError:
-        return None
-    fn = getattr(module, "rollback_chat", None)
-    return fn if callable(fn) else None
