@@ -294,7 +294,7 @@ def bench_latency(tmp: str, rate: int, seconds: int) -> dict[str, Any]:
                                 "/webhooks/argocd",
                                 content=body,
                                 headers={"Authorization": f"Bearer {TOKEN}"},
-                            )  # fmt: skip
+                            )
                         )
                     )
                 results = await asyncio.gather(*tasks)
