@@ -28,8 +28,10 @@ from bot.metrics import Registry
 from bot.settings import Settings
 from bot.store import Store
 from commands import errors
+from commands.apps import tree_problems
 from commands.context import Services
 from commands.results import Result, Status
+from notifiers.alert import CommitRef, ResourceProblem
 from notifiers.delivery import ChatSink, Deliverer, DeliveryPolicy, OutboxItem
 from notifiers.incidents import Engine, Policy, Signal
 from notifiers.routing import Router
@@ -101,6 +103,8 @@ class AlertRunner:
         self._sleep_until: float | None = None  # None: until woken
         self._sleeping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._enriched: dict[int, None] = {}  # incident ids already looked up (ordered, bounded)
         self._scheduler: Any = None
         self._metrics(metrics or Registry())
 
@@ -210,9 +214,9 @@ class AlertRunner:
             await self.app_watch.close()
         if self.event_watch is not None:
             await asyncio.to_thread(self.event_watch.close)
-        for t in self._tasks:
+        for t in [*self._tasks, *self._background]:
             t.cancel()
-        for t in self._tasks:
+        for t in [*self._tasks, *self._background]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         if self.deliverer is not None:
@@ -255,6 +259,14 @@ class AlertRunner:
                 log.exception("storing %d watch signal(s) failed", len(batch))
 
     def _after(self, items: list[OutboxItem]) -> None:
+        for item in items:
+            if item.op == "post" and item.incident_id not in self._enriched:
+                self._enriched[item.incident_id] = None
+                while len(self._enriched) > 10_000:
+                    del self._enriched[next(iter(self._enriched))]
+                task = asyncio.get_running_loop().create_task(self._enrich(item))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         if items and self.deliverer is not None:
             self.deliverer.enqueue(items)
             self.m_pending.set(self.deliverer.pending())
@@ -269,6 +281,43 @@ class AlertRunner:
             and (self._sleep_until is None or due < self._sleep_until)
         ):
             self._wake.set()
+
+    async def _enrich(self, item: OutboxItem) -> None:
+        """Details worth a lookup once an incident is announced: which resources are Degraded
+        and why (the resource tree), and who wrote the deployed commit (the Git host). They
+        arrive as an edit, or inside the post if it has not gone out yet."""
+        services, alert = self.services, item.alert
+        if services is None:
+            return
+        resources: tuple[ResourceProblem, ...] = ()
+        commit = None
+        if alert.kind == "degraded":
+            try:
+                nodes = await asyncio.wait_for(services.argocd.resource_tree(alert.app), 20)
+                resources = tuple(
+                    ResourceProblem(p.kind, p.name, p.namespace, p.status, p.message)
+                    for p in tree_problems(nodes)
+                )[:200]
+            except Exception as e:
+                log.info("alerts: no resource tree for %s (%s)", alert.app, type(e).__name__)
+        if services.git is not None and alert.revision and alert.commit is None:
+            try:
+                info = await asyncio.wait_for(services.git.commit(alert.revision), 20)
+                commit = CommitRef(info.sha, info.author, info.subject)
+            except Exception as e:
+                log.info("alerts: no commit details for %s (%s)", alert.app, type(e).__name__)
+        if resources or commit is not None:
+            await self.ingest(
+                [
+                    Signal(
+                        kind="info",
+                        app=alert.app,
+                        source="enrich",
+                        resources=resources,
+                        commit=commit,
+                    )
+                ]
+            )
 
     # -- time -----------------------------------------------------------------------------
     async def _timer_loop(self) -> None:

@@ -512,7 +512,9 @@ class Engine:
         """Details found later (resource tree, commit author): update whatever is open."""
         for problem in ("sync_failed", "degraded"):
             inc = self.incidents.get(incident_key(sig.app, problem))
-            if inc is not None and inc.active and self._merge(inc, sig):
+            # resources found later (the resource tree) describe health, not the sync result
+            found = sig if problem == "degraded" else replace(sig, resources=())
+            if inc is not None and inc.active and self._merge(inc, found):
                 self._update(ch, inc, now)
                 self._save(ch, inc)
 

@@ -116,6 +116,42 @@ async def test_webhook_and_watch_are_one_alert_and_events_join_it(tmp_path, slac
         await client.aclose()
 
 
+async def test_alert_names_the_commit_author_and_the_degraded_pods(tmp_path, slack, argo):
+    from commands.github import GitHubHost
+    from tests.fakes.github_api import FakeGitHub
+    from tests.fakes.gitrepo import Workspace
+
+    (tmp_path / "repo").mkdir()
+    ws = Workspace(tmp_path / "repo")
+    ws.commit("Initial layout", {"apps/web/deploy.yaml": "image: web:1\n"})
+    sha = ws.commit("Bump web to 2", {"apps/web/deploy.yaml": "image: web:2\n"},
+                    author="Bob Builder <bob@example.com>")  # fmt: skip
+    github = FakeGitHub(ws.served).start()
+    app = degraded_app(make_app("web", revision=sha))
+    argo.add_app(app)
+    client = ArgoCD(argo.url, argo.token)
+    git = GitHubHost(github.url, "good-token", "acme/deploy", "main")
+    try:
+        async with Harness(settings(tmp_path, slack=slack),
+                           services=Services(argocd=client, git=git)) as h:  # fmt: skip
+            assert (await h.post(body_for("health-degraded", app))).status_code == 202
+
+            def enriched() -> bool:
+                msgs = slack.messages_in("C0ALERTS")
+                return bool(msgs) and "Bob Builder" in blocks_text(msgs[0])
+
+            await until_async(enriched)
+            await h.idle()
+            [root] = slack.messages_in("C0ALERTS")
+            text = blocks_text(root)
+            assert "Bump web to 2" in text and sha[:7] in text
+            assert "Pod" in text and "ReplicaSet" in text  # from the resource tree
+            assert len(slack.calls_to("chat.postMessage")) == 1
+    finally:
+        await client.aclose()
+        github.stop()
+
+
 # -- kill -9 ------------------------------------------------------------------------------------
 
 
