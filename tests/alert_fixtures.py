@@ -130,6 +130,7 @@ class Harness:
         watch: bool = False,
         kube_client: Any = None,
         dispatcher: Any = None,
+        reannounce_every: float | None = None,
     ) -> None:
         self.settings = settings
         self.options = alerting.AlertOptions(
@@ -138,6 +139,7 @@ class Harness:
             watch_argocd=watch,
             watch_events=watch,
             kube_client=kube_client,
+            reannounce_every=reannounce_every,
         )
         self.services = services
         self.dispatcher = dispatcher

@@ -183,3 +183,66 @@ async def test_ack_command_records_who_and_edits_the_alert(tmp_path, slack):
 
         with pytest.raises(errors.NotFound):
             await h.runner.ack_command(Inv(), ["nothing:here"])
+
+
+class RecordingReply:
+    """The chat adapter's side of the dispatcher (bot.dispatch.Reply), recorded."""
+
+    def __init__(self) -> None:
+        self.results: list = []
+        self.errors: list[str] = []
+
+    async def progress(self, command, target, steps) -> None:
+        pass
+
+    async def result(self, result) -> None:
+        self.results.append(result)
+
+    async def ask_confirm(self, prompt, command) -> None:
+        raise AssertionError("ack needs no confirmation")
+
+    async def error(self, text: str) -> None:
+        self.errors.append(text)
+
+
+async def test_ack_button_goes_through_the_real_dispatcher(tmp_path, slack):
+    from bot.dispatch import Dispatcher, Invocation
+    from bot.store import Store
+
+    s = settings(tmp_path, slack=slack, authorization={"slack_team_ids": [slack.team_id]})
+    store = Store(tmp_path / "dispatch.db")
+    dispatcher = Dispatcher(s, None, store)
+    async with Harness(s, dispatcher=dispatcher) as h:
+        assert h.runner is not None
+        await h.runner.ingest([failed()])
+        await h.idle()
+        [root] = slack.messages_in("C0ALERTS")
+        ack = next(
+            e["value"] for b in root["blocks"] if b["type"] == "actions" for e in b["elements"]
+            if e.get("value", "").startswith("ack ")
+        )  # fmt: skip
+        reply = RecordingReply()
+        inv = Invocation(
+            "slack", "U1", "alice", "C0ALERTS", ack, team_id=slack.team_id, source="button"
+        )
+        result = await dispatcher.handle(inv, reply)
+        assert reply.errors == [] and result is not None and result.status.value == "changed"
+        await h.idle()
+        assert "acknowledged by alice" in json.dumps(slack.messages_in("C0ALERTS")[0]["blocks"])
+        assert [a["command"] for a in store.audit_list()] == ["ack"]
+    store.close()
+
+
+async def test_unacknowledged_incident_is_reannounced_by_the_scheduler(tmp_path, slack):
+    policy = Policy(degraded_grace=0, reannounce_interval=0.3)
+    async with Harness(settings(tmp_path, slack=slack), policy=policy,
+                       reannounce_every=0.1) as h:  # fmt: skip
+        assert h.runner is not None
+        await h.runner.ingest([failed()])
+        await until_async(lambda: slack.messages_in("C0ALERTS"))
+        root = slack.messages_in("C0ALERTS")[0]
+        await until_async(lambda: slack.thread("C0ALERTS", root["ts"]), timeout=5)
+        first = slack.thread("C0ALERTS", root["ts"])[0]
+        assert first["text"].startswith("🔴 Still unacknowledged")
+        calls = [c for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts")]
+        assert calls[0].params["reply_broadcast"] in (True, "true", "1", 1)
