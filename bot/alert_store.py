@@ -40,6 +40,7 @@ Job = tuple[Callable[[sqlite3.Connection], Any], Future[Any]]
 
 MAX_BATCH = 2000
 DEDUP_TTL = 86400.0  # Argo CD retries within seconds; a day is plenty
+HISTORY_TTL = 30 * 86400.0  # closed incidents kept for a month
 
 
 class GroupCommitWriter:
@@ -171,7 +172,10 @@ class AlertStore:
         rows = db.execute(
             "SELECT data FROM incidents WHERE state != 'closed' ORDER BY id"
         ).fetchall()
-        top = db.execute("SELECT COALESCE(MAX(id), 0) FROM incidents").fetchone()[0]
+        top = db.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(id) FROM incidents), 0),"
+            " COALESCE((SELECT MAX(incident_id) FROM outbox), 0))"
+        ).fetchone()[0]
         self.engine.load((Incident.from_json(json.loads(r[0])) for r in rows), int(top) + 1)
 
     def pending_items(self) -> list[OutboxItem]:
@@ -184,7 +188,12 @@ class AlertStore:
         return items
 
     def thread_refs(self) -> dict[ThreadKey, str]:
-        rows = self.store.query("SELECT incident_id, platform, channel, ref FROM alert_threads")
+        """Root message refs of incidents not closed yet (closed ones get no more messages)."""
+        rows = self.store.query(
+            "SELECT t.incident_id, t.platform, t.channel, t.ref FROM alert_threads t"
+            " JOIN incidents i ON i.id = t.incident_id WHERE i.state != 'closed'"
+            " ORDER BY t.incident_id"
+        )
         return {(int(r[0]), str(r[1]), str(r[2])): str(r[3]) for r in rows}
 
     # -- writer functions (run on the writer thread, inside the batch transaction) ---------
@@ -283,9 +292,19 @@ class AlertStore:
     async def purge(self, older_than: float = DEDUP_TTL) -> None:
         cutoff = time.time() - older_than
 
+        history = time.time() - HISTORY_TTL
+
         def job(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM webhook_dedup WHERE received_at < ?", (cutoff,))
             db.execute("DELETE FROM outbox WHERE status != 'pending' AND done_at < ?", (cutoff,))
+            db.execute(
+                "DELETE FROM alert_threads WHERE incident_id IN (SELECT id FROM incidents"
+                " WHERE state = 'closed' AND updated_at < ?)",
+                (history,),
+            )
+            db.execute(
+                "DELETE FROM incidents WHERE state = 'closed' AND updated_at < ?", (history,)
+            )
 
         await self.writer.submit(job)
 

@@ -29,13 +29,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from notifiers.alert import Alert
 
 log = logging.getLogger(__name__)
 
 ThreadKey = tuple[int, str, str]  # (incident id, platform, channel)
+MAX_THREADS = 20_000  # message refs kept in memory; far more than incidents open at once
+
+
+def _bound(d: dict[ThreadKey, Any], limit: int) -> None:
+    """Forget the oldest entries (insertion order): long-closed incidents' threads."""
+    while len(d) > limit:
+        del d[next(iter(d))]
 
 
 class DeliveryError(Exception):
@@ -324,8 +331,10 @@ class Deliverer:
         if item.op == "post":
             assert ref is not None
             self.refs[item.thread] = ref
+            _bound(self.refs, MAX_THREADS)
         if item.op in ("post", "update"):
             self._last_edit[item.thread] = time.time()
+            _bound(self._last_edit, MAX_THREADS)
         self._note(item, "sent")
         await self.port.sent(item, ref if item.op == "post" else None)
         return False

@@ -246,3 +246,24 @@ async def test_unacknowledged_incident_is_reannounced_by_the_scheduler(tmp_path,
         assert first["text"].startswith("🔴 Still unacknowledged")
         calls = [c for c in slack.calls_to("chat.postMessage") if c.params.get("thread_ts")]
         assert calls[0].params["reply_broadcast"] in (True, "true", "1", 1)
+
+
+async def test_purge_forgets_old_history_but_not_open_incidents(tmp_path, slack):
+    async with Harness(settings(tmp_path, slack=slack)) as h:
+        assert h.runner is not None and h.store is not None
+        await h.runner.ingest([failed("old")], dedup_key="k-old")
+        await h.runner.ingest([failed("new")])
+        await h.idle()
+        await h.runner.ingest([Signal(kind="sync_ok", app="old", operation="2024-06-01")])
+        await h.idle()
+        long_ago = time.time() - 40 * 86400
+        h.store.execute("UPDATE incidents SET state='closed', updated_at=? WHERE app='old'",
+                        (long_ago,))  # fmt: skip
+        h.store.execute("UPDATE outbox SET done_at=? WHERE incident_id=1", (long_ago,))
+        h.store.execute("UPDATE webhook_dedup SET received_at=?", (long_ago,))
+        await h.runner.purge()
+        rows = h.store.query("SELECT app, state FROM incidents ORDER BY id")
+        assert [tuple(r) for r in rows] == [("new", "open")]
+        assert h.store.query("SELECT COUNT(*) FROM webhook_dedup")[0][0] == 0
+        assert h.store.query("SELECT DISTINCT incident_id FROM alert_threads")[0][0] == 2
+        assert {r[0] for r in h.store.query("SELECT incident_id FROM outbox")} == {2}
