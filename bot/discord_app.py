@@ -352,6 +352,19 @@ class DiscordRunner:
     client: ChatOpsClient
     app: DiscordApp
     task: asyncio.Task[None] | None = None
+    alert_channel: str | None = None
+
+    async def announce(self, text: str) -> bool:
+        """Say ``text`` in the alert channel (e.g. "self-heal is back on"); False if none."""
+        if not self.alert_channel:
+            return False
+        try:
+            channel = self.client.get_partial_messageable(int(self.alert_channel))
+            await channel.send(text[:2000], allowed_mentions=discord.AllowedMentions.none())
+        except (discord.HTTPException, ValueError) as e:
+            log.warning("Discord announcement not sent: %s", type(e).__name__)
+            return False
+        return True
 
     async def close(self) -> None:
         await self.client.close()
@@ -409,7 +422,7 @@ async def start_discord(
     except BaseException:
         await client.close()
         raise
-    runner = DiscordRunner(client, app)
+    runner = DiscordRunner(client, app, alert_channel=settings.discord_alert_channel)
     if connect:
         runner.task = asyncio.create_task(client.connect(reconnect=True), name="discord-gateway")
         runner.task.add_done_callback(_gateway_ended)

@@ -283,9 +283,7 @@ class Bot:
         if self.slack is not None and channel:
             await self.slack.say(channel, text)
             sent = True
-        say = getattr(self.discord, "announce", None)
-        if say is not None:
-            await say(text)
+        if self.discord is not None and await self.discord.announce(text):
             sent = True
         if not sent:
             log.info("announcement (no alert channel configured): %s", text)

@@ -497,3 +497,22 @@ async def test_verify_rootless_reports_root_containers(
     assert "run as root" in final["content"]
     assert "payments-db-0/postgresql" in final["embeds"][0]["description"]
     assert ("payments-db-0", "postgresql") in [(e.pod, e.container) for e in kube.execs]
+
+
+async def test_announcements_go_to_the_alert_channel(
+    fake: FakeDiscord, argo: FakeArgoCD, tmp_path: Path
+) -> None:
+    settings = Settings(discord_token=fake.token, discord_alert_channel=dp.CHANNEL_ID)
+    store = Store(tmp_path / "s.db")
+    runner = await discord_app.start_discord(
+        settings, Dispatcher(settings, None, store), api_url=fake.api_url, connect=False
+    )
+    try:
+        assert await runner.announce("Self-heal is back on for payments.") is True
+        [msg] = fake.messages_in(dp.CHANNEL_ID)
+        assert msg["content"] == "Self-heal is back on for payments."
+        runner.alert_channel = None
+        assert await runner.announce("nobody hears this") is False
+    finally:
+        await runner.close()
+        store.close()
