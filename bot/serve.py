@@ -364,6 +364,8 @@ def main(settings: Settings) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger().setLevel(settings.log_level)
+    if settings.log_level != "DEBUG":  # job bookkeeping is noise at INFO
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
         return asyncio.run(run(settings))
     except ConfigError as e:
