@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 Role = Literal["viewer", "operator", "admin"]
@@ -89,7 +96,11 @@ class CommandNames(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CHATOPS_", extra="forbid", env_nested_delimiter="__", validate_default=True
+        env_prefix="CHATOPS_",
+        extra="forbid",
+        env_nested_delimiter="__",
+        validate_default=True,
+        hide_input_in_errors=True,  # a ValidationError must not echo a raw token or key
     )
 
     # Argo CD
@@ -116,6 +127,11 @@ class Settings(BaseSettings):
     git_token: SecretStr | None = None
     git_repo: str | None = None
     git_branch: str = "main"
+    # ... or, instead of git_token, a GitHub App installation (commands/github_app.py)
+    git_app_id: str | None = None
+    git_app_installation_id: str | None = None
+    git_app_private_key: SecretStr | None = None  # PEM text
+    git_app_private_key_file: str | None = None  # path to the .pem
     # server, state
     webhook_token: SecretStr | None = None
     state_db: str = "./chatops.db"
@@ -157,6 +173,29 @@ class Settings(BaseSettings):
         if v is not None and "/" not in v.strip("/"):
             raise ValueError("must be owner/name (GitHub) or group/project (GitLab)")
         return v
+
+    @field_validator("git_app_installation_id")
+    @classmethod
+    def _installation(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip().isdigit():
+            raise ValueError("must be the installation's number (the end of its settings URL)")
+        return v.strip() if v is not None else None
+
+    @model_validator(mode="after")
+    def _git_credentials(self) -> Settings:
+        """A Git repository needs a token or a complete GitHub App, not both, not half."""
+        problems = git_credential_problems(self)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def uses_git_app(self) -> bool:
+        return bool(self.git_app_id or self.git_app_installation_id or self.git_app_key_given)
+
+    @property
+    def git_app_key_given(self) -> bool:
+        return bool(self.git_app_private_key) or bool(self.git_app_private_key_file)
 
     @classmethod
     def settings_customise_sources(
@@ -201,6 +240,50 @@ class Settings(BaseSettings):
             )
 
 
+_APP_KEY = "CHATOPS_GIT_APP_PRIVATE_KEY or CHATOPS_GIT_APP_PRIVATE_KEY_FILE"
+
+
+def git_credential_problems(s: Settings) -> list[str]:
+    """What is wrong with the Git credentials, one sentence each; empty when they are usable."""
+    if not s.uses_git_app:
+        if s.git_repo and not s.git_token:
+            return [
+                "CHATOPS_GIT_REPO is set but no credential is: set CHATOPS_GIT_TOKEN, or a "
+                f"GitHub App's CHATOPS_GIT_APP_ID, CHATOPS_GIT_APP_INSTALLATION_ID and {_APP_KEY}."
+            ]
+        return []
+    problems = []
+    missing = [
+        name
+        for name, value in (
+            ("CHATOPS_GIT_APP_ID", s.git_app_id),
+            ("CHATOPS_GIT_APP_INSTALLATION_ID", s.git_app_installation_id),
+            (_APP_KEY, s.git_app_key_given or None),
+        )
+        if not value
+    ]
+    if missing:
+        problems.append(
+            f"GitHub App authentication is half configured: {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not set."
+        )
+    if s.git_app_private_key and s.git_app_private_key_file:
+        problems.append(f"Set only one of {_APP_KEY}, not both.")
+    key_file = s.git_app_private_key_file
+    if key_file and not os.path.isfile(key_file):
+        problems.append(f"CHATOPS_GIT_APP_PRIVATE_KEY_FILE: {key_file} does not exist.")
+    if s.git_token:
+        problems.append(
+            "Both CHATOPS_GIT_TOKEN and GitHub App settings are set: keep one way to authenticate."
+        )
+    if s.git_provider != "github":
+        problems.append(
+            "GitHub App authentication works only with CHATOPS_GIT_PROVIDER=github; "
+            "GitLab needs CHATOPS_GIT_TOKEN."
+        )
+    return problems
+
+
 _HINTS = {
     "missing": "is required",
     "extra_forbidden": "is not a known setting (check the spelling)",
@@ -235,6 +318,9 @@ def load(config_file: str | None = None) -> Settings:
         settings = Settings(**data)
     except ValidationError as e:
         for err in e.errors():
+            if not err["loc"] and err["type"] == "value_error":  # a check across settings
+                problems += str(err.get("ctx", {}).get("error", err["msg"])).splitlines()
+                continue
             loc = ".".join(str(p) for p in err["loc"])
             top = str(err["loc"][0]) if err["loc"] else loc
             name = f"CHATOPS_{top.upper()}" if top in Settings.model_fields else loc

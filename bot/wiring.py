@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.settings import ConfigError, Settings
+from bot.settings import ConfigError, Settings, git_credential_problems
 from bot.store import Store, StoreTimers
 from commands.argocd import ArgoCD
 from commands.context import Services
 
 if TYPE_CHECKING:
     from commands.githost import GitHost
+    from commands.github_app import GitHubAppAuth
     from commands.kube import KubeOps
 
 log = logging.getLogger(__name__)
@@ -61,17 +64,46 @@ def kube(settings: Settings, api_client: Any | None = None) -> KubeOps | None:
 
 
 def git(settings: Settings) -> GitHost | None:
-    if not (settings.git_repo and settings.git_token):
+    """The Git host of /rollback, authenticated by CHATOPS_GIT_TOKEN or as a GitHub App."""
+    if not settings.git_repo:
         return None
     from commands import githost
 
+    token: str | Callable[[], Awaitable[str]]
+    if settings.git_token:
+        token = settings.git_token.get_secret_value()
+    elif settings.uses_git_app:
+        token = git_app_auth(settings)
+    else:
+        return None
     return githost.connect(
-        settings.git_provider,
-        settings.git_api_base,
-        settings.git_token.get_secret_value(),
-        settings.git_repo,
-        settings.git_branch,
+        settings.git_provider, settings.git_api_base, token, settings.git_repo, settings.git_branch
     )
+
+
+def git_app_auth(settings: Settings) -> GitHubAppAuth:
+    """Installation tokens for the GitHub App of CHATOPS_GIT_APP_*; ConfigError if its key
+    cannot be read or is not an RSA private key (the key itself is never shown)."""
+    from commands import errors
+    from commands.github_app import GitHubAppAuth
+
+    app_id, installation = settings.git_app_id, settings.git_app_installation_id
+    if not (app_id and installation and settings.git_app_key_given):
+        raise ConfigError(git_credential_problems(settings) or ["GitHub App is not configured."])
+    if settings.git_app_private_key:
+        pem, source = settings.git_app_private_key.get_secret_value(), "CHATOPS_GIT_APP_PRIVATE_KEY"
+    else:
+        path = settings.git_app_private_key_file or ""
+        source = "CHATOPS_GIT_APP_PRIVATE_KEY_FILE"
+        try:
+            pem = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            reason = getattr(e, "strerror", None) or type(e).__name__
+            raise ConfigError([f"{source}: {path} cannot be read ({reason})."]) from None
+    try:
+        return GitHubAppAuth(settings.git_api_base, app_id, installation, pem)
+    except errors.BadInput as e:
+        raise ConfigError([f"{source}: {e.user_message}"]) from None
 
 
 def services(

@@ -11,6 +11,7 @@ to revert" errors) live here so the two stay alike.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -86,13 +87,16 @@ class GitHost(Protocol):
 def connect(
     provider: str,
     api_url: str,
-    token: str,
+    token: str | Callable[[], Awaitable[str]],
     repo: str,
     branch: str,
     *,
     client: httpx.AsyncClient | None = None,
 ) -> GitHost:
-    """The host named by ``CHATOPS_GIT_PROVIDER`` ("github" or "gitlab")."""
+    """The host named by ``CHATOPS_GIT_PROVIDER`` ("github" or "gitlab").
+
+    ``token`` is a token, or (GitHub only) an async callable that returns a current one, such
+    as ``commands.github_app.GitHubAppAuth``."""
     from commands.github import GitHubHost
     from commands.gitlab import GitLabHost
 
@@ -100,6 +104,11 @@ def connect(
     if kind == "github":
         return GitHubHost(api_url, token, repo, branch, client=client)
     if kind == "gitlab":
+        if not isinstance(token, str):
+            raise errors.BadInput(
+                "GitHub App authentication works only with GitHub.",
+                hint="Set CHATOPS_GIT_TOKEN for GitLab.",
+            )
         return GitLabHost(api_url, token, repo, branch, client=client)
     raise errors.BadInput(
         f"Unknown Git provider '{provider}'.", hint="Set CHATOPS_GIT_PROVIDER to github or gitlab."

@@ -10,18 +10,27 @@ Tokens carry fine-grained permissions; a write without ``contents: write`` answe
 ``X-Accepted-GitHub-Permissions`` as GitHub does. ``before_ref_update`` runs just before a
 branch update is judged (to move the branch under the client: a race); ``fail`` injects
 statuses. Every request is recorded.
+
+GitHub Apps: ``apps`` maps an app id to its public key and installations. ``POST
+/app/installations/{id}/access_tokens`` verifies the app's JWT as GitHub does (RS256 with the
+app's key, ``iss`` the app id, ``iat`` in the past, ``exp`` in the future and at most 10 minutes
+after ``iat``) and issues a ``ghs_`` token valid for one hour of ``clock`` time, registered with
+the installation's grant; once expired, it answers 401 like any bad credential.
 """
 
 from __future__ import annotations
 
 import base64
+import secrets
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pygit2
 from aiohttp import web
 
@@ -35,6 +44,14 @@ WEB = "https://github.test"
 class Grant:
     contents: str | None = "write"  # None | "read" | "write"
     pull_requests: str | None = "write"
+
+
+@dataclass
+class App:
+    """A GitHub App: the public half of its private key, and its installations' grants."""
+
+    public_key_pem: bytes
+    installations: dict[str, Grant] = field(default_factory=dict)
 
 
 @dataclass
@@ -65,6 +82,9 @@ class FakeGitHub:
     before_ref_update: Callable[[str], None] | None = None
     requests: list[Recorded] = field(default_factory=list)
     pulls: list[dict[str, Any]] = field(default_factory=list)
+    apps: dict[str, App] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time  # judges JWTs and token expiry
+    token_expiry: dict[str, float] = field(default_factory=dict)  # issued token -> expires at
     _failures: list[_Failure] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -111,6 +131,10 @@ class FakeGitHub:
         app.router.add_post(base + "/git/blobs", self._create_blob)
         app.router.add_post(base + "/pulls", self._create_pull)
         app.router.add_get(base + "/pulls", self._list_pulls)
+        app.router.add_post(
+            self.prefix + "/app/installations/{installation}/access_tokens",
+            self._create_installation_token,
+        )
         return app
 
     @web.middleware
@@ -128,9 +152,13 @@ class FakeGitHub:
             ):
                 failure.times -= 1
                 return _error(failure.status, "Server Error")
+        if request.path.startswith(self.prefix + "/app/"):
+            app_response: web.StreamResponse = await handler(request)  # judges its own JWT
+            return app_response
         token = auth.removeprefix("Bearer ").removeprefix("token ").strip()
         grant = self.tokens.get(token)
-        if grant is None:
+        expires = self.token_expiry.get(token)
+        if grant is None or (expires is not None and self.clock() >= expires):
             return _error(401, "Bad credentials")
         info = request.match_info
         if info.get("owner") != self.owner or info.get("repo") != self.name:
@@ -145,6 +173,63 @@ class FakeGitHub:
                 return response
         response: web.StreamResponse = await handler(request)
         return response
+
+    # -- GitHub Apps ---------------------------------------------------------------------
+
+    async def _create_installation_token(self, request: web.Request) -> web.Response:
+        now = self.clock()
+        encoded = _token(request)
+        try:
+            unverified = jwt.decode(encoded, options={"verify_signature": False})
+            app = self.apps.get(str(unverified.get("iss")))
+            if app is None:
+                raise jwt.InvalidTokenError("unknown issuer")
+            claims = jwt.decode(
+                encoded,
+                app.public_key_pem,
+                algorithms=["RS256"],
+                options={
+                    "require": ["iat", "exp", "iss"],
+                    "verify_exp": False,  # judged below against the fake's clock
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
+            )
+        except jwt.InvalidTokenError:
+            return _error(401, "A JSON web token could not be decoded")
+        iat, exp = claims["iat"], claims["exp"]
+        if not isinstance(iat, int) or iat > now:
+            return _error(
+                401,
+                "'Issued at' claim ('iat') must be an Integer representing the time that the "
+                "assertion was issued",
+            )
+        if not isinstance(exp, int) or exp <= now:
+            return _error(
+                401,
+                "'Expiration time' claim ('exp') must be a numeric value representing the "
+                "future time at which the assertion expires",
+            )
+        if exp - iat > 600:
+            return _error(401, "'Expiration time' claim ('exp') is too far in the future")
+        grant = app.installations.get(request.match_info["installation"])
+        if grant is None:
+            return _error(404, "Not Found")
+        token = "ghs_" + secrets.token_hex(18)
+        expires = now + 3600
+        self.tokens[token] = grant
+        self.token_expiry[token] = expires
+        permissions = {"metadata": "read"}
+        permissions.update({k: v for k, v in vars(grant).items() if v is not None})
+        return web.json_response(
+            {
+                "token": token,
+                "expires_at": datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "permissions": permissions,
+                "repository_selection": "selected",
+            },
+            status=201,
+        )
 
     # -- repository and refs -------------------------------------------------------------
 
