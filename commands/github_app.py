@@ -66,6 +66,7 @@ class GitHubAppAuth:
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self._expires_at = 0.0
+        self.permissions: dict[str, str] = {}  # granted to the last token, e.g. contents=write
 
     def __repr__(self) -> str:
         return (
@@ -125,6 +126,9 @@ class GitHubAppAuth:
         if not isinstance(token, str) or not token:
             raise errors.Unavailable("GitHub answered the installation token request without one.")
         expires_at = self._expiry(body.get("expires_at"))
+        granted = body.get("permissions")
+        if isinstance(granted, dict):
+            self.permissions = {str(k): str(v) for k, v in granted.items()}
         log.info(
             "GitHub App %s: new installation token for installation %s, valid %.0f s",
             self.app_id,

@@ -207,6 +207,7 @@ async def test_token_is_cached_and_concurrent_callers_share_one_fetch(
     assert await auth() == tokens[0]
     assert len(github.calls("POST", "/access_tokens")) == 1
     assert auth.expires_at is not None and auth.expires_at > clock.now + 3500
+    assert auth.permissions["contents"] == "write" and auth.permissions["pull_requests"] == "write"
 
 
 async def test_token_is_refreshed_within_five_minutes_of_expiry(
