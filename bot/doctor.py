@@ -80,7 +80,10 @@ async def _slack(settings: Settings) -> str:
 async def _git(settings: Settings) -> str:
     host = wiring.git(settings)
     if host is None:
-        raise errors.BadInput("CHATOPS_GIT_REPO and CHATOPS_GIT_TOKEN are needed for /rollback")
+        raise errors.BadInput(
+            "/rollback needs CHATOPS_GIT_REPO and either CHATOPS_GIT_TOKEN or the GitHub App "
+            "settings (CHATOPS_GIT_APP_ID, _INSTALLATION_ID, _PRIVATE_KEY)"
+        )
     missing = await host.check_access() if hasattr(host, "check_access") else []
     if missing:
         raise errors.Denied("the Git token lacks: " + ", ".join(missing))

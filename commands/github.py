@@ -151,7 +151,15 @@ class GitHubHost:
         except errors.NotFound:
             return [f"Metadata: read (the token cannot see {self.repo})"]
         missing = []
-        if not (info.get("permissions") or {}).get("push", False):
+        granted = getattr(self._token, "permissions", None)
+        if isinstance(granted, dict) and granted:
+            # a GitHub App installation token: GitHub omits "push" for it, but says what the
+            # installation was granted when the token was issued
+            if granted.get("contents") != "write":
+                missing.append("Contents: write")
+            if granted.get("pull_requests") != "write":
+                missing.append("Pull requests: write")
+        elif not (info.get("permissions") or {}).get("push", False):
             missing.append("Contents: write")
         return missing
 

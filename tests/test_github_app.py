@@ -458,3 +458,32 @@ def test_an_unparsable_key_is_a_config_error_naming_the_setting(
         wiring.git(s.load())
     text = caught.value.render()
     assert "CHATOPS_GIT_APP_PRIVATE_KEY:" in text and "PEM-SECRET" not in text
+
+
+async def test_check_access_reads_the_installation_grant(
+    ws: Workspace,
+    app_key: rsa.RSAPrivateKey,
+    clock: Clock,
+    client: httpx.AsyncClient,
+) -> None:
+    public = app_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    grants = {INSTALLATION: Grant(), "99": Grant(contents="read", pull_requests=None)}
+    fake = FakeGitHub(ws.served, apps={APP_ID: App(public, installations=grants)}, clock=clock)
+    fake.start()
+    try:
+        full = GitHubHost(
+            fake.url, _auth(fake, client, app_key, clock), "acme/deploy", "main", client=client
+        )
+        assert await full.check_access() == []
+        weak = GitHubHost(
+            fake.url,
+            _auth(fake, client, app_key, clock, "99"),
+            "acme/deploy",
+            "main",
+            client=client,
+        )
+        assert await weak.check_access() == ["Contents: write", "Pull requests: write"]
+    finally:
+        fake.stop()
