@@ -45,10 +45,18 @@ async def status(svc: Services, app_name: str) -> Result:
         if c.get("type", "").endswith("Error"):
             facts.append(Fact(str(c.get("type")), str(c.get("message", ""))[:300]))
 
-    healthy = app.sync_status == "Synced" and app.health_status == "Healthy"
+    last_failed = app.phase in ("Failed", "Error") and not app.operation_running
+    if last_failed and not problems:
+        facts += problem_facts(app.sync_problems())
+    healthy = app.sync_status == "Synced" and app.health_status == "Healthy" and not last_failed
     summary = f"{app_name} is {app.sync_status} and {app.health_status} at {short(app.revision)}."
     if problems:
         summary = f"{app_name} is {app.health_status}: {problems[0].line()}"[:300]
+    elif last_failed:
+        summary = (
+            f"{app_name} is {app.sync_status} and {app.health_status}, but its last sync "
+            f"failed: {app.operation_message or app.phase}"
+        )[:300]
     actions: list[Action] = []
     if not healthy and not app.operation_running:
         actions.append(Action("Sync", f"sync {app_name}", style="primary"))

@@ -131,7 +131,7 @@ async def sync(
         summary=f"{app} is synced to {short(after.revision)} and healthy.",
         facts=(
             Fact("revision", revision),
-            Fact("took", validation.human(took)),
+            Fact("took", f"{took:.1f}s" if took < 60 else validation.human(took)),
             Fact("prune", "on" if opts.prune else "off"),
         ),
         links=(Link("Argo CD", link),),

@@ -104,3 +104,17 @@ async def test_status_healthy_and_degraded(argo: FakeArgoCD, svc: Services):
     assert bad.status is Status.FAILED
     assert "Degraded" in bad.summary and "Deployment/payments" in bad.summary
     assert [a.command for a in bad.actions][:2] == ["sync payments", "rollback payments"]
+
+
+async def test_status_after_a_failed_sync_says_so(argo: FakeArgoCD, svc: Services):
+    from commands.sync import SyncOptions, sync
+
+    argo.add_app(make_app("billing"))
+    argo.script("billing", "fail", message="StatefulSet billing-db is invalid")
+    failed = await sync(svc, "billing", SyncOptions(hooks=False, timeout=10))
+    assert failed.status is Status.FAILED
+    st = await status(svc, "billing")
+    assert st.status is Status.FAILED
+    assert "but its last sync failed" in st.summary and "billing-db is invalid" in st.summary
+    assert any(f.value.startswith("SyncFailed") for f in st.facts)
+    assert [a.command for a in st.actions][:2] == ["sync billing", "rollback billing"]
