@@ -64,15 +64,23 @@ def within(seconds: float, *, minimum: float, maximum: float, what: str = "durat
 
 def human(seconds: float) -> str:
     """``5400`` -> ``1h30m``; ``45`` -> ``45s``."""
+    return "".join(duration_units(seconds))
+
+
+def duration_units(seconds: float) -> list[str]:
+    """``5400`` -> ``["1h", "30m"]``; under a minute, seconds alone: ``45`` -> ``["45s"]``.
+
+    The one split of a duration into days, hours, minutes and seconds: ``human`` joins it for
+    commands, the renderers (``render_common.duration``) space it for chat."""
     s = int(seconds)
     if s < 60:
-        return f"{s}s"
+        return [f"{s}s"]
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         n, s = divmod(s, size)
         if n:
             parts.append(f"{n}{unit}")
-    return "".join(parts)
+    return parts
 
 
 def _clip(text: str, limit: int = 60) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from commands import validation
 from commands.results import Action, Status, Step, StepState
 from notifiers.alert import Severity
 
@@ -152,15 +153,7 @@ def short_sha(revision: str) -> str:
 
 def duration(seconds: float) -> str:
     """``750`` -> ``12m 30s``; ``45`` -> ``45s``; ``90061`` -> ``1d 1h 1m``."""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        n, s = divmod(s, size)
-        if n:
-            parts.append(f"{n}{unit}")
-    return " ".join(parts[:3])
+    return " ".join(validation.duration_units(max(0, int(seconds)))[:3])
 
 
 # --- measuring and clipping -----------------------------------------------------------------
