@@ -1,7 +1,10 @@
-"""What Slack and Discord renderings share: the style tables, the platform limits, safe truncation.
+"""What Slack and Discord renderings share: the style tables, the platform limits, safe truncation,
+and the lines both write (facts, resources, events, steps).
 
 Both renderers look up status/severity/step styles here, so a colour or an emoji changes in one
-place. Limits are named constants taken from the platforms' documentation; a message that breaks
+place. The lines are built here once and written in each platform's markup through a ``Markup``
+(its escape function, its bold marker, its inline code), so both show the same facts in the
+same order and differ only in how they are marked up. Limits are named constants taken from the platforms' documentation; a message that breaks
 one is rejected outright by the platform (the whole alert is lost), so every string is clipped
 with ``clip`` before it goes out, and tests check every limit on every golden case.
 
@@ -13,13 +16,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from commands import validation
 from commands.results import Action, Status, Step, StepState
-from notifiers.alert import Severity
+from notifiers.alert import Alert, Severity
 
 ELLIPSIS = "…"
 
@@ -154,6 +157,100 @@ def short_sha(revision: str) -> str:
 def duration(seconds: float) -> str:
     """``750`` -> ``12m 30s``; ``45`` -> ``45s``; ``90061`` -> ``1d 1h 1m``."""
     return " ".join(validation.duration_units(max(0, int(seconds)))[:3])
+
+
+# --- lines both platforms write, each in its own markup ------------------------------------
+
+
+@dataclass(frozen=True)
+class Markup:
+    """How one platform marks up the shared lines."""
+
+    escape: Callable[[str], str]  # neutralise the platform's markup in outside text
+    bold: str  # "*" in Slack mrkdwn, "**" in Discord markdown
+    code: Callable[[str], str]  # a short commit id as inline code
+
+    def strong(self, text: str) -> str:
+        return f"{self.bold}{self.escape(text)}{self.bold}"
+
+
+def fact_line(m: Markup, name: str, value: str) -> str:
+    return f"{m.bold}{m.escape(name)}:{m.bold} {m.escape(value)}"
+
+
+def alert_fact_lines(alert: Alert, m: Markup) -> list[str]:
+    """Where the alert happened, the commit behind it, and how long a recovery took."""
+    lines = []
+    for name, value in (
+        ("cluster", alert.cluster),
+        ("namespace", alert.namespace),
+        ("project", alert.project),
+        ("revision", short_sha(alert.revision)),
+    ):
+        if value:
+            lines.append(fact_line(m, name, value))
+    if alert.commit is not None:
+        c = alert.commit
+        text = m.code(short_sha(c.sha))
+        if c.subject:
+            text += f" {m.escape(c.subject)}"
+        if c.author:
+            text += f" ({m.escape(c.author)})"
+        lines.append(f"{m.bold}commit:{m.bold} {text}")
+    if alert.recovered_after is not None:
+        lines.append(fact_line(m, "recovered after", duration(alert.recovered_after)))
+    return lines
+
+
+def resource_lines(alert: Alert, m: Markup) -> list[str]:
+    """One bullet per resource in trouble; its namespace only where it is not the app's."""
+    lines = []
+    for r in alert.resources:
+        where = (
+            f" in {m.escape(r.namespace)}" if r.namespace and r.namespace != alert.namespace else ""
+        )
+        line = f"• {m.escape(r.kind)} {m.strong(r.name)}{where}"
+        if r.status:
+            line += f" ({m.escape(r.status)})"
+        if r.message:
+            line += f": {m.escape(clip(r.message, 300))}"
+        lines.append(line)
+    return lines
+
+
+def event_lines(alert: Alert, m: Markup) -> list[str]:
+    """One bullet per Warning event group, with its count when it repeated."""
+    lines = []
+    for e in alert.events:
+        count = f" ×{e.count}" if e.count > 1 else ""
+        line = f"• {m.strong(e.reason)}{count} {m.escape(e.object)}"
+        if e.message:
+            line += f": {m.escape(clip(e.message, 300))}"
+        lines.append(line)
+    return lines
+
+
+def step_lines(steps: Sequence[Step], m: Markup) -> list[str]:
+    """A running command's steps, one line each with its newest state and detail."""
+    lines = []
+    for s in steps:
+        line = f"{STEP_EMOJI[s.state]} {m.strong(step_label(s.name))}"
+        if s.detail:
+            line += f" — {m.escape(s.detail)}"
+        lines.append(line)
+    return lines
+
+
+def steps_summary(steps: Sequence[Step], escape: Callable[[str], str] | None = None) -> str:
+    """A final result's steps on one line; failed steps keep their detail (escaped with
+    ``escape``, or as is where the text is not rendered as markup)."""
+    parts = []
+    for s in steps:
+        part = f"{STEP_EMOJI[s.state]} {step_label(s.name)}"
+        if s.state is StepState.FAILED and s.detail:
+            part += f": {escape(s.detail) if escape is not None else s.detail}"
+        parts.append(part)
+    return " · ".join(parts)
 
 
 # --- measuring and clipping -----------------------------------------------------------------

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
-from commands.results import Action, Link, Result, Step, StepState
+from commands.results import Action, Link, Result, Step
 from notifiers import render_common as rc
 from notifiers.alert import Alert
 
@@ -147,19 +147,7 @@ def _headline(emoji: str, subject: str, what: str) -> str:
     return f"{emoji} {escape(subject)}: {escape(what)}" if what else f"{emoji} {escape(subject)}"
 
 
-def _fact_line(name: str, value: str) -> str:
-    return f"**{escape(name)}:** {escape(value)}"
-
-
-def _steps_footer(steps: Sequence[Step]) -> str:
-    """Footers do not render markdown, so no escaping here."""
-    parts = []
-    for s in steps:
-        part = f"{rc.STEP_EMOJI[s.state]} {rc.step_label(s.name)}"
-        if s.state is StepState.FAILED and s.detail:
-            part += f": {s.detail}"
-        parts.append(part)
-    return " · ".join(parts)
+_MARKUP = rc.Markup(escape=escape, bold="**", code=lambda sha: f"`{sha.replace('`', '')}`")
 
 
 # --- public API -----------------------------------------------------------------------------
@@ -170,10 +158,10 @@ def result_message(result: Result) -> Message:
     content = _headline(style.emoji, f"{result.command} {result.target}", result.summary)
     embed: Embed = {"color": style.colour}
     if result.facts:
-        lines = [_fact_line(f.name, f.value) for f in result.facts]
+        lines = [rc.fact_line(_MARKUP, f.name, f.value) for f in result.facts]
         embed["description"] = rc.fit_lines(lines, rc.DISCORD_EMBED_DESCRIPTION)
     if result.steps:
-        embed["footer"] = {"text": _steps_footer(result.steps)}
+        embed["footer"] = {"text": rc.steps_summary(result.steps)}  # footers render no markdown
     embeds = [embed] if len(embed) > 1 else []
     return _message(content, embeds, _components(result.actions, result.links))
 
@@ -183,75 +171,40 @@ def progress_message(command: str, target: str, steps: Sequence[Step]) -> Messag
     content = _headline(style.emoji, f"{command} {target}", phrase)
     embeds: list[Embed] = []
     if steps:
-        lines = []
-        for s in steps:
-            line = f"{rc.STEP_EMOJI[s.state]} **{escape(rc.step_label(s.name))}**"
-            if s.detail:
-                line += f" — {escape(s.detail)}"
-            lines.append(line)
-        description = rc.fit_lines(lines, rc.DISCORD_EMBED_DESCRIPTION)
+        description = rc.fit_lines(rc.step_lines(steps, _MARKUP), rc.DISCORD_EMBED_DESCRIPTION)
         embeds.append({"color": style.colour, "description": description})
     return _message(content, embeds, [])
 
 
 def _alert_description(alert: Alert) -> str:
     lines = [escape(alert.summary), ""] if alert.summary else []
-    for name, value in (
-        ("cluster", alert.cluster),
-        ("namespace", alert.namespace),
-        ("project", alert.project),
-        ("revision", rc.short_sha(alert.revision)),
-    ):
-        if value:
-            lines.append(_fact_line(name, value))
-    if alert.commit is not None:
-        c = alert.commit
-        text = f"`{rc.short_sha(c.sha).replace('`', '')}`"
-        if c.subject:
-            text += f" {escape(c.subject)}"
-        if c.author:
-            text += f" ({escape(c.author)})"
-        lines.append(f"**commit:** {text}")
-    if alert.recovered_after is not None:
-        lines.append(_fact_line("recovered after", rc.duration(alert.recovered_after)))
+    lines += rc.alert_fact_lines(alert, _MARKUP)
     return rc.fit_lines(lines, rc.DISCORD_EMBED_DESCRIPTION)
 
 
 def _alert_fields(alert: Alert) -> list[dict[str, Any]]:
     fields = []
     if alert.resources:
-        lines = []
-        for r in alert.resources:
-            where = (
-                f" in {escape(r.namespace)}"
-                if r.namespace and r.namespace != alert.namespace
-                else ""
-            )
-            line = f"• {escape(r.kind)} **{escape(r.name)}**{where}"
-            if r.status:
-                line += f" ({escape(r.status)})"
-            if r.message:
-                line += f": {escape(rc.clip(r.message, 300))}"
-            lines.append(line)
         fields.append(
             {
                 "name": f"Resources ({len(alert.resources)})",
-                "value": rc.fit_lines(lines, rc.DISCORD_FIELD_VALUE, max_items=rc.MAX_LIST_ITEMS),
+                "value": rc.fit_lines(
+                    rc.resource_lines(alert, _MARKUP),
+                    rc.DISCORD_FIELD_VALUE,
+                    max_items=rc.MAX_LIST_ITEMS,
+                ),
                 "inline": False,
             }
         )
     if alert.events:
-        lines = []
-        for e in alert.events:
-            count = f" ×{e.count}" if e.count > 1 else ""
-            line = f"• **{escape(e.reason)}**{count} {escape(e.object)}"
-            if e.message:
-                line += f": {escape(rc.clip(e.message, 300))}"
-            lines.append(line)
         fields.append(
             {
                 "name": f"Warning events ({len(alert.events)})",
-                "value": rc.fit_lines(lines, rc.DISCORD_FIELD_VALUE, max_items=rc.MAX_LIST_ITEMS),
+                "value": rc.fit_lines(
+                    rc.event_lines(alert, _MARKUP),
+                    rc.DISCORD_FIELD_VALUE,
+                    max_items=rc.MAX_LIST_ITEMS,
+                ),
                 "inline": False,
             }
         )

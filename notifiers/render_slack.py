@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
 
-from commands.results import Action, Link, Result, Step, StepState
+from commands.results import Action, Link, Result, Step
 from notifiers import render_common as rc
 from notifiers.alert import Alert
 
@@ -60,8 +60,7 @@ def _headline(emoji: str, subject: str, what: str) -> tuple[str, str]:
     return mrkdwn, fallback
 
 
-def _fact_line(name: str, value: str) -> str:
-    return f"*{escape(name)}:* {escape(value)}"
+_MARKUP = rc.Markup(escape=escape, bold="*", code=lambda sha: f"`{escape(sha)}`")
 
 
 def _confirm(action: Action, text: str) -> dict[str, Any]:
@@ -111,17 +110,6 @@ def _buttons(actions: Sequence[Action], links: Sequence[Link]) -> list[Block]:
     return [{"type": "actions", "elements": row} for row in rows]
 
 
-def _steps_line(steps: Sequence[Step]) -> str:
-    """Compact one-line step summary for a final result; failed steps keep their detail."""
-    parts = []
-    for s in steps:
-        part = f"{rc.STEP_EMOJI[s.state]} {rc.step_label(s.name)}"
-        if s.state is StepState.FAILED and s.detail:
-            part += f": {escape(s.detail)}"
-        parts.append(part)
-    return " · ".join(parts)
-
-
 def _finish(fallback: str, blocks: list[Block]) -> Message:
     """Apply the message-level limits: block count and fallback length."""
     if len(blocks) > rc.SLACK_MAX_BLOCKS:
@@ -143,10 +131,10 @@ def result_blocks(result: Result) -> Message:
     head, fallback = _headline(style.emoji, f"{result.command} {result.target}", result.summary)
     blocks: list[Block] = [_section(head)]
     if result.facts:
-        lines = [_fact_line(f.name, f.value) for f in result.facts]
+        lines = [rc.fact_line(_MARKUP, f.name, f.value) for f in result.facts]
         blocks.append(_section(rc.fit_lines(lines, rc.SLACK_SECTION_TEXT, slack=True)))
     if result.steps:
-        blocks.append(_context(_steps_line(result.steps)))
+        blocks.append(_context(rc.steps_summary(result.steps, escape)))
     blocks.extend(_buttons(result.actions, result.links))
     return _finish(fallback, blocks)
 
@@ -157,12 +145,7 @@ def progress_blocks(command: str, target: str, steps: Sequence[Step]) -> Message
     head, fallback = _headline(style.emoji, f"{command} {target}", phrase)
     blocks: list[Block] = [_section(head)]
     if steps:
-        lines = []
-        for s in steps:
-            line = f"{rc.STEP_EMOJI[s.state]} *{escape(rc.step_label(s.name))}*"
-            if s.detail:
-                line += f" — {escape(s.detail)}"
-            lines.append(line)
+        lines = rc.step_lines(steps, _MARKUP)
         blocks.append(_section(rc.fit_lines(lines, rc.SLACK_SECTION_TEXT, slack=True)))
     return _finish(fallback, blocks)
 
@@ -172,55 +155,6 @@ def _slack_date(alert: Alert) -> str:
     ts = int(alert.occurred_at.timestamp())
     utc = alert.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"<!date^{ts}^{{date_short_pretty}} {{time}}|{utc}>"
-
-
-def _alert_facts(alert: Alert) -> list[str]:
-    lines = []
-    for name, value in (
-        ("cluster", alert.cluster),
-        ("namespace", alert.namespace),
-        ("project", alert.project),
-        ("revision", rc.short_sha(alert.revision)),
-    ):
-        if value:
-            lines.append(_fact_line(name, value))
-    if alert.commit is not None:
-        c = alert.commit
-        text = f"`{escape(rc.short_sha(c.sha))}`"
-        if c.subject:
-            text += f" {escape(c.subject)}"
-        if c.author:
-            text += f" ({escape(c.author)})"
-        lines.append(f"*commit:* {text}")
-    if alert.recovered_after is not None:
-        lines.append(_fact_line("recovered after", rc.duration(alert.recovered_after)))
-    return lines
-
-
-def _resource_lines(alert: Alert) -> list[str]:
-    lines = []
-    for r in alert.resources:
-        where = (
-            f" in {escape(r.namespace)}" if r.namespace and r.namespace != alert.namespace else ""
-        )
-        line = f"• {escape(r.kind)} *{escape(r.name)}*{where}"
-        if r.status:
-            line += f" ({escape(r.status)})"
-        if r.message:
-            line += f": {escape(rc.clip(r.message, 300))}"
-        lines.append(line)
-    return lines
-
-
-def _event_lines(alert: Alert) -> list[str]:
-    lines = []
-    for e in alert.events:
-        count = f" ×{e.count}" if e.count > 1 else ""
-        line = f"• *{escape(e.reason)}*{count} {escape(e.object)}"
-        if e.message:
-            line += f": {escape(rc.clip(e.message, 300))}"
-        lines.append(line)
-    return lines
 
 
 def alert_blocks(alert: Alert) -> Message:
@@ -233,12 +167,12 @@ def alert_blocks(alert: Alert) -> Message:
     if alert.summary:
         fallback += f" — {escape(alert.summary)}"
     blocks: list[Block] = [_section(head)]
-    facts = _alert_facts(alert)
+    facts = rc.alert_fact_lines(alert, _MARKUP)
     if facts:
         blocks.append(_section(rc.fit_lines(facts, rc.SLACK_SECTION_TEXT, slack=True)))
     for title, lines in (
-        (f"*Resources* ({len(alert.resources)})", _resource_lines(alert)),
-        (f"*Warning events* ({len(alert.events)})", _event_lines(alert)),
+        (f"*Resources* ({len(alert.resources)})", rc.resource_lines(alert, _MARKUP)),
+        (f"*Warning events* ({len(alert.events)})", rc.event_lines(alert, _MARKUP)),
     ):
         if lines:
             body = rc.fit_lines(
@@ -274,7 +208,7 @@ def alert_thread_reply(alert: Alert) -> Message:
         fallback += f" — {escape(alert.summary)}"
     blocks: list[Block] = [_section(text)]
     if alert.kind != "recovered" and alert.resources:
-        lines = _resource_lines(alert)
+        lines = rc.resource_lines(alert, _MARKUP)
         blocks.append(_section(rc.fit_lines(lines, rc.SLACK_SECTION_TEXT, max_items=3, slack=True)))
     context = [_slack_date(alert)]
     if alert.acknowledged_by:
