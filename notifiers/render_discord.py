@@ -182,32 +182,23 @@ def _alert_description(alert: Alert) -> str:
     return rc.fit_lines(lines, rc.DISCORD_EMBED_DESCRIPTION)
 
 
+def _list_field(title: str, count: int, lines: list[str]) -> dict[str, Any]:
+    """A full-width field listing resources or events, capped at ``MAX_LIST_ITEMS``."""
+    return {
+        "name": f"{title} ({count})",
+        "value": rc.fit_lines(lines, rc.DISCORD_FIELD_VALUE, max_items=rc.MAX_LIST_ITEMS),
+        "inline": False,
+    }
+
+
 def _alert_fields(alert: Alert) -> list[dict[str, Any]]:
     fields = []
     if alert.resources:
-        fields.append(
-            {
-                "name": f"Resources ({len(alert.resources)})",
-                "value": rc.fit_lines(
-                    rc.resource_lines(alert, _MARKUP),
-                    rc.DISCORD_FIELD_VALUE,
-                    max_items=rc.MAX_LIST_ITEMS,
-                ),
-                "inline": False,
-            }
-        )
+        lines = rc.resource_lines(alert, _MARKUP)
+        fields.append(_list_field("Resources", len(alert.resources), lines))
     if alert.events:
-        fields.append(
-            {
-                "name": f"Warning events ({len(alert.events)})",
-                "value": rc.fit_lines(
-                    rc.event_lines(alert, _MARKUP),
-                    rc.DISCORD_FIELD_VALUE,
-                    max_items=rc.MAX_LIST_ITEMS,
-                ),
-                "inline": False,
-            }
-        )
+        lines = rc.event_lines(alert, _MARKUP)
+        fields.append(_list_field("Warning events", len(alert.events), lines))
     return fields
 
 
