@@ -276,10 +276,7 @@ class GitLabHost:
                 headers={"Authorization": f"Bearer {self._token}"},
             )
         except httpx.HTTPError as exc:
-            raise errors.Unavailable(
-                f"Cannot reach GitLab at {self.api_url} ({type(exc).__name__}).",
-                hint="Check CHATOPS_GIT_API_URL and the network, then retry.",
-            ) from exc
+            raise githost.unreachable("GitLab", self.api_url, exc) from exc
         return self._check(response, need=need, not_found=not_found)
 
     def _check(self, response: httpx.Response, *, need: str, not_found: str | None) -> Any:
