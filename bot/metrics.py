@@ -89,16 +89,14 @@ class _Metric:
         raise NotImplementedError
 
 
-class Counter(_Metric):
-    kind = "counter"
+class _Valued(_Metric):
+    """One number per label set: what a counter and a gauge both keep and expose."""
 
     def __init__(self, name: str, help_text: str, labels: Sequence[str]) -> None:
         super().__init__(name, help_text, labels)
         self._values: dict[LabelValues, float] = {}
 
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if amount < 0:
-            raise ValueError("a counter only goes up")
+    def _add(self, amount: float, labels: dict[str, str]) -> None:
         key = self._key(labels)
         with self._lock:
             self._values[key] = self._values.get(key, 0.0) + amount
@@ -113,12 +111,17 @@ class Counter(_Metric):
         return [f"{self.name}{self._label_text(k)} {_fmt(v)}" for k, v in items]
 
 
-class Gauge(_Metric):
-    kind = "gauge"
+class Counter(_Valued):
+    kind = "counter"
 
-    def __init__(self, name: str, help_text: str, labels: Sequence[str]) -> None:
-        super().__init__(name, help_text, labels)
-        self._values: dict[LabelValues, float] = {}
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        if amount < 0:
+            raise ValueError("a counter only goes up")
+        self._add(amount, labels)
+
+
+class Gauge(_Valued):
+    kind = "gauge"
 
     def set(self, value: float, **labels: str) -> None:
         key = self._key(labels)
@@ -126,21 +129,10 @@ class Gauge(_Metric):
             self._values[key] = float(value)
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+        self._add(amount, labels)
 
     def dec(self, amount: float = 1.0, **labels: str) -> None:
         self.inc(-amount, **labels)
-
-    def value(self, **labels: str) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
-    def samples(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return [f"{self.name}{self._label_text(k)} {_fmt(v)}" for k, v in items]
 
 
 class Histogram(_Metric):
