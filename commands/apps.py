@@ -40,6 +40,18 @@ class Problem:
         return f"{where} {self.status}" + (f": {self.message}" if self.message else "")
 
 
+def _problem(resource: dict[str, Any], status: Any, message: Any) -> Problem:
+    """A Problem naming ``resource`` (an entry of status.resources, a sync result or a tree
+    node: all carry kind, name and namespace) with the status and message that flag it."""
+    return Problem(
+        kind=str(resource.get("kind", "")),
+        name=str(resource.get("name", "")),
+        namespace=str(resource.get("namespace", "")),
+        status=str(status),
+        message=str(message),
+    )
+
+
 class Application:
     def __init__(self, raw: dict[str, Any]) -> None:
         self.raw = raw
@@ -195,15 +207,8 @@ class Application:
                 continue
             failed = r.get("status") == "SyncFailed" or r.get("hookPhase") in ("Failed", "Error")
             if failed:
-                out.append(
-                    Problem(
-                        kind=str(r.get("kind", "")),
-                        name=str(r.get("name", "")),
-                        namespace=str(r.get("namespace", "")),
-                        status=str(r.get("status") or r.get("hookPhase") or "SyncFailed"),
-                        message=str(r.get("message", "")),
-                    )
-                )
+                status = r.get("status") or r.get("hookPhase") or "SyncFailed"
+                out.append(_problem(r, status, r.get("message", "")))
         return out
 
     def unhealthy_resources(self) -> list[Problem]:
@@ -211,15 +216,7 @@ class Application:
         for r in dig(self.raw, "status", "resources", default=[]) or []:
             h = (r or {}).get("health") or {}
             if h.get("status") in ("Degraded", "Missing", "Unknown", "Progressing", "Suspended"):
-                out.append(
-                    Problem(
-                        kind=str(r.get("kind", "")),
-                        name=str(r.get("name", "")),
-                        namespace=str(r.get("namespace", "")),
-                        status=str(h.get("status")),
-                        message=str(h.get("message", "")),
-                    )
-                )
+                out.append(_problem(r, h.get("status"), h.get("message", "")))
         return out
 
 
@@ -229,15 +226,7 @@ def tree_problems(nodes: list[dict[str, Any]]) -> list[Problem]:
     for n in nodes:
         h = n.get("health") or {}
         if h.get("status") in ("Degraded", "Missing"):
-            out.append(
-                Problem(
-                    kind=str(n.get("kind", "")),
-                    name=str(n.get("name", "")),
-                    namespace=str(n.get("namespace", "")),
-                    status=str(h.get("status")),
-                    message=str(h.get("message", "")),
-                )
-            )
+            out.append(_problem(n, h.get("status"), h.get("message", "")))
     return out
 
 
