@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes import discord_payloads as dp
+from tests.fakes.common import Served
 from tests.fakes.recording import Call, Recorder
 from tests.fakes.server import ThreadedServer
 
@@ -75,7 +76,7 @@ def json_response(
     )
 
 
-class FakeDiscord(Recorder):
+class FakeDiscord(Served, Recorder):
     def __init__(
         self,
         token: str = "fake-discord-bot-token",  # noqa: S107 - a fake credential
@@ -99,18 +100,7 @@ class FakeDiscord(Recorder):
         app.router.add_route("*", "/api/v10/{path:.*}", self._dispatch)
         self.server = ThreadedServer(app)
 
-    # -- lifecycle --------------------------------------------------------------------------
-    def start(self) -> FakeDiscord:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
+    # -- lifecycle: start(), stop() and url come from Served ------------------------------
     @property
     def api_url(self) -> str:
         """The value for ``discord.http.Route.BASE``."""

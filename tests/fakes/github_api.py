@@ -34,6 +34,7 @@ import jwt
 import pygit2
 from aiohttp import web
 
+from tests.fakes.common import InjectedFailures, Served
 from tests.fakes.server import ThreadedServer
 
 DOCS = "https://docs.github.com/rest"
@@ -64,15 +65,7 @@ class Recorded:
 
 
 @dataclass
-class _Failure:
-    method: str
-    fragment: str
-    status: int
-    times: int
-
-
-@dataclass
-class FakeGitHub:
+class FakeGitHub(Served):
     bare: Path
     owner: str = "acme"
     name: str = "deploy"
@@ -85,7 +78,7 @@ class FakeGitHub:
     apps: dict[str, App] = field(default_factory=dict)
     clock: Callable[[], float] = time.time  # judges JWTs and token expiry
     token_expiry: dict[str, float] = field(default_factory=dict)  # issued token -> expires at
-    _failures: list[_Failure] = field(default_factory=list)
+    _failures: InjectedFailures = field(default_factory=InjectedFailures)
 
     def __post_init__(self) -> None:
         self.repo = pygit2.Repository(str(self.bare))
@@ -93,19 +86,8 @@ class FakeGitHub:
 
     # -- test controls -------------------------------------------------------------------
 
-    def start(self) -> FakeGitHub:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
     def fail(self, method: str, fragment: str, status: int, times: int = 1) -> None:
-        self._failures.append(_Failure(method, fragment, status, times))
+        self._failures.add(method, fragment, status, times)
 
     def calls(self, method: str, fragment: str = "") -> list[Recorded]:
         return [r for r in self.requests if r.method == method and fragment in r.path]
@@ -144,14 +126,9 @@ class FakeGitHub:
         self.requests.append(
             Recorded(request.method, request.path, dict(request.query), body, auth)
         )
-        for failure in self._failures:
-            if (
-                failure.times > 0
-                and failure.method == request.method
-                and failure.fragment in request.path
-            ):
-                failure.times -= 1
-                return _error(failure.status, "Server Error")
+        injected = self._failures.take(request.method, request.path)
+        if injected is not None:
+            return _error(injected, "Server Error")
         if request.path.startswith(self.prefix + "/app/"):
             app_response: web.StreamResponse = await handler(request)  # judges its own JWT
             return app_response

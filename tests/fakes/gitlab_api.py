@@ -24,6 +24,7 @@ from urllib.parse import unquote
 import pygit2
 from aiohttp import web
 
+from tests.fakes.common import InjectedFailures, Served
 from tests.fakes.server import ThreadedServer
 
 WEB = "https://gitlab.test"
@@ -46,14 +47,14 @@ class Recorded:
 
 
 @dataclass
-class FakeGitLab:
+class FakeGitLab(Served):
     bare: Path
     project: str = "acme/deploy"
     tokens: dict[str, Token] = field(default_factory=lambda: {"good-token": Token()})
     protected: dict[str, int] = field(default_factory=dict)  # branch -> push access level
     requests: list[Recorded] = field(default_factory=list)
     merge_requests: list[dict[str, Any]] = field(default_factory=list)
-    _failures: list[list[Any]] = field(default_factory=list)
+    _failures: InjectedFailures = field(default_factory=InjectedFailures)
 
     def __post_init__(self) -> None:
         self.repo = pygit2.Repository(str(self.bare))
@@ -78,19 +79,8 @@ class FakeGitLab:
 
     # -- test controls -------------------------------------------------------------------
 
-    def start(self) -> FakeGitLab:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
     def fail(self, method: str, fragment: str, status: int, times: int = 1) -> None:
-        self._failures.append([method, fragment, status, times])
+        self._failures.add(method, fragment, status, times)
 
     def calls(self, method: str, fragment: str = "") -> list[Recorded]:
         return [r for r in self.requests if r.method == method and fragment in r.path]
@@ -110,11 +100,9 @@ class FakeGitLab:
         self.requests.append(
             Recorded(request.method, "/".join(segments), list(request.query.items()), body, auth)
         )
-        for failure in self._failures:
-            method, fragment, status, times = failure
-            if times > 0 and method == request.method and fragment in "/".join(segments):
-                failure[3] -= 1
-                return _error(status, f"{status} Server Error")
+        injected = self._failures.take(request.method, "/".join(segments))
+        if injected is not None:
+            return _error(injected, f"{injected} Server Error")
         token = self.tokens.get(auth.removeprefix("Bearer ").strip())
         if token is None:
             return _error(401, "401 Unauthorized")

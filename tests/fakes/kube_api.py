@@ -30,6 +30,7 @@ from aiohttp import web
 
 from tests.fakes import kube_store as ks
 from tests.fakes import kube_workloads as kw
+from tests.fakes.common import Served
 from tests.fakes.kube_store import ApiError, Obj, Resource
 from tests.fakes.server import ThreadedServer
 
@@ -82,7 +83,7 @@ def api_client(fake: FakeKube) -> Any:
     return kubernetes.client.ApiClient(cfg)
 
 
-class FakeKube:
+class FakeKube(Served):
     def __init__(
         self,
         *,
@@ -110,15 +111,7 @@ class FakeKube:
         app.on_shutdown.append(self._on_shutdown)
         self.server = ThreadedServer(app)
 
-    # -- lifecycle -------------------------------------------------------------------------------
-
-    def start(self) -> FakeKube:
-        self.server.start()
-        return self
-
-    @property
-    def url(self) -> str:
-        return self.server.url
+    # -- lifecycle: start() and url come from Served -----------------------------------------
 
     def stop(self) -> None:
         if self.server._thread.is_alive():

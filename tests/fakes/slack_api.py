@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.common import Served
 from tests.fakes.recording import Call, Recorder
 from tests.fakes.server import ThreadedServer
 
@@ -46,7 +47,7 @@ class SlackError(Exception):
         self.extra = extra
 
 
-class FakeSlack(Recorder):
+class FakeSlack(Served, Recorder):
     def __init__(
         self,
         token: str = "xoxb-fake-bot-token",  # noqa: S107 - a fake credential
@@ -78,18 +79,7 @@ class FakeSlack(Recorder):
         app.router.add_post("/response/{id}", self._response_url)
         self.server = ThreadedServer(app)
 
-    # -- lifecycle --------------------------------------------------------------------------
-    def start(self) -> FakeSlack:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
+    # -- lifecycle: start(), stop() and url come from Served ------------------------------
     @property
     def api_url(self) -> str:
         return self.server.url + "/api/"
