@@ -247,15 +247,7 @@ class FakeDiscord(Served, Recorder):
             case (("GET" | "PATCH" | "DELETE"), ["channels", cid, "messages", mid]):
                 self._auth(request)
                 self._channel_payload(cid)
-                msg = self._messages.get(mid)
-                if msg is None or msg["channel_id"] != cid:
-                    raise _unknown("Message", 10008)
-                if method == "DELETE":
-                    del self._messages[mid]
-                    return 204, None
-                if method == "PATCH":
-                    self._edit(msg, body)
-                return 200, copy.deepcopy(msg)
+                return self._message_op(method, mid, body, channel_id=cid)
             case (("PUT" | "GET"), ["applications", app_id, "guilds", gid, "commands"]):
                 self._auth(request)
                 return 200, self._bulk_commands(method, app_id, gid, body)
@@ -389,8 +381,15 @@ class FakeDiscord(Served, Recorder):
             if not state.responded or state.original_id is None:
                 raise _unknown("Message", 10008)
             mid = state.original_id
+        return self._message_op(method, mid, body)
+
+    def _message_op(
+        self, method: str, mid: str, body: Json, channel_id: str | None = None
+    ) -> tuple[int, Any]:
+        """GET, PATCH or DELETE of a message, through a channel or an interaction webhook
+        alike; through a channel the message must be in that channel (else Unknown Message)."""
         msg = self._messages.get(mid)
-        if msg is None:
+        if msg is None or (channel_id is not None and msg["channel_id"] != channel_id):
             raise _unknown("Message", 10008)
         if method == "DELETE":
             del self._messages[mid]
