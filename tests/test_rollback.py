@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,26 +46,6 @@ def bad_commit(ws: Workspace) -> str:
     return sha
 
 
-def controller(argo: FakeArgoCD, ws: Workspace, app: str, *, auto: bool) -> threading.Thread:
-    """Plays Argo CD: its refreshes read the fake GitHub's repository, and with auto-sync it
-    syncs when the branch moves. Bounded: gives up after 10 s."""
-    argo.track_git(app, ws.tip)
-    start = ws.tip()
-
-    def run() -> None:
-        deadline = time.monotonic() + 10
-        while auto and time.monotonic() < deadline:
-            head = ws.tip()
-            if head != start:
-                argo.start_auto_sync(app, head)
-                return
-            time.sleep(0.01)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
 def with_git(svc: Services, github: FakeGitHub) -> Services:
     svc.git = GitHubHost(github.url, "good-token", "acme/deploy", "main")
     return svc
@@ -79,7 +57,8 @@ async def test_rollback_with_autosync(
     argo.add_app(make_app("payments", revision=ws.tip()))
     with_git(svc, github)
     parent_tree = ws.tree(f"{bad_commit}^")
-    ctl = controller(argo, ws, "payments", auto=True)
+    argo.track_git("payments", ws.tip)  # refreshes read the fake GitHub's repository
+    ctl = argo.auto_sync_when_head_moves("payments", ws.tip)
 
     result = await rollback(svc, "payments", opts=FAST, caller=Caller("alice", "slack"))
     ctl.join(10)
@@ -107,9 +86,8 @@ async def test_rollback_without_autosync_syncs_itself(
 ):
     argo.add_app(make_app("payments", revision=ws.tip(), automated=False))
     with_git(svc, github)
-    ctl = controller(argo, ws, "payments", auto=False)
+    argo.track_git("payments", ws.tip)  # no auto-sync: the rollback syncs itself
     result = await rollback(svc, "payments", opts=FAST)
-    ctl.join(10)
     assert result.status is Status.CHANGED, result
     syncs = [r for r in argo.requests if r.method == "POST" and r.path.endswith("/sync")]
     assert len(syncs) == 1

@@ -4,8 +4,6 @@ auto-sync on the fake Argo CD, and the final message."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,22 +61,6 @@ def argo(ws: Workspace) -> Iterator[FakeArgoCD]:
     fake.stop()
 
 
-def auto_sync_when_branch_moves(argo: FakeArgoCD, ws: Workspace) -> threading.Thread:
-    start = ws.tip()
-
-    def run() -> None:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if ws.tip() != start:
-                argo.start_auto_sync("payments", ws.tip())
-                return
-            time.sleep(0.01)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t
-
-
 def git_settings(github: FakeGitHub) -> dict[str, Any]:
     return {
         "git_provider": "github",
@@ -107,7 +89,7 @@ async def test_slack_rollback_command_preview_confirm_to_healthy(
         assert revert["value"] == f"rollback payments {bad}"
         assert "confirm" in revert  # Slack's own confirmation dialog on the phone
 
-        ctl = auto_sync_when_branch_moves(argo, ws)
+        ctl = argo.auto_sync_when_head_moves("payments", ws.tip, timeout=15)
         await h.click(button(revert["value"], confirm=True), user_id=OPERATOR)
         done = await h.final("Rolled back payments", n=2)
         ctl.join(15)
@@ -190,7 +172,7 @@ async def test_discord_rollback_button_confirm_to_healthy(
             lambda: _try(find_button, "chatops:confirm:") or None
         )
         assert confirm_id == f"chatops:confirm:rollback payments {bad}"
-        ctl = auto_sync_when_branch_moves(argo, ws)
+        ctl = argo.auto_sync_when_head_moves("payments", ws.tip, timeout=15)
         payloads.append(feed(dp.button_click(confirm_id, prompt, roles=[OPERATOR_ROLE])))
         rows = await until_async(
             lambda: (

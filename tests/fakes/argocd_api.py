@@ -216,6 +216,27 @@ class FakeArgoCD:
 
         return self._call(run)
 
+    def auto_sync_when_head_moves(
+        self, name: str, head: Callable[[], str], timeout: float = 10.0
+    ) -> threading.Thread:
+        """Play the controller's auto-sync for a branch that moves: once ``head()`` differs
+        from what it is now, start an automated sync of app ``name`` to the new head. The
+        returned thread gives up after ``timeout`` seconds; join it to wait for it."""
+        start = head()
+
+        def run() -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                now = head()
+                if now != start:
+                    self.start_auto_sync(name, now)
+                    return
+                time.sleep(0.01)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
     def fail_next(
         self,
         n: int,
