@@ -1,10 +1,13 @@
-"""Shared fixtures: the fakes of Argo CD and Kubernetes, and Services wired to them."""
+"""Shared fixtures: the fakes of Argo CD, Kubernetes and Slack, Services wired to them, and an
+HTTP client for the tests that hand one to our API clients. A module needing a differently
+configured fake defines its own fixture of the same name."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from bot.store import Store, StoreTimers
@@ -13,6 +16,7 @@ from commands.context import Services
 from commands.kube import KubeOps
 from tests.fakes.argocd_api import FakeArgoCD
 from tests.fakes.kube_api import FakeKube, api_client
+from tests.fakes.slack_api import FakeSlack
 
 
 @pytest.fixture
@@ -27,6 +31,19 @@ def kube_fake() -> Iterator[FakeKube]:
     fake = FakeKube(pod_delay=0.01).start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    fake = FakeSlack().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as c:
+        yield c
 
 
 @pytest.fixture

@@ -21,27 +21,11 @@ from commands.argocd import ArgoCD
 from commands.context import Services
 from notifiers.incidents import Policy
 from tests.alert_fixtures import TOKEN, Harness, body_for, degraded_app, failed_app, settings
-from tests.fakes.argocd_api import FakeArgoCD
 from tests.fakes.argocd_fixtures import make_app
 from tests.fakes.kube_api import FakeKube, api_client
 from tests.fakes.recording import until, until_async
-from tests.fakes.slack_api import FakeSlack
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def slack():
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def argo():
-    fake = FakeArgoCD().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

@@ -16,14 +16,6 @@ from notifiers.incidents import Policy, Signal
 from tests.alert_fixtures import FAST, Harness, discord_channel, settings
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.recording import until_async
-from tests.fakes.slack_api import FakeSlack
-
-
-@pytest.fixture
-def slack():
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

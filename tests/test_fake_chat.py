@@ -51,13 +51,6 @@ STEPS = (Step("refresh", StepState.DONE), Step("sync", StepState.RUNNING, "3 res
 
 
 @pytest.fixture
-def slack() -> Iterator[FakeSlack]:
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 async def web(slack: FakeSlack) -> AsyncIterator[AsyncWebClient]:
     client = AsyncWebClient(token=slack.token, base_url=slack.api_url)
     yield client

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -47,12 +47,6 @@ def github(ws: Workspace) -> Iterator[FakeGitHub]:
     ).start()
     yield fake
     fake.stop()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as c:
-        yield c
 
 
 def _host(github: FakeGitHub, client: httpx.AsyncClient, key: str = "good-token") -> GitHubHost:

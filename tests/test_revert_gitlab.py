@@ -3,7 +3,7 @@ repository; results are compared with what ``git revert`` makes on a clone."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -45,12 +45,6 @@ def gitlab(ws: Workspace) -> Iterator[FakeGitLab]:
     ).start()
     yield fake
     fake.stop()
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as c:
-        yield c
 
 
 def _host(gitlab: FakeGitLab, client: httpx.AsyncClient, key: str = "good-token") -> GitLabHost:

@@ -19,13 +19,6 @@ FAST = watching.Backoff(0.05, 0.2)
 
 
 @pytest.fixture
-def argo():
-    fake = FakeArgoCD().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def kube():
     fake = FakeKube(bookmark_interval=0.2).start()
     yield fake

@@ -23,15 +23,6 @@ from tests.alert_fixtures import (
 )
 from tests.fakes.argocd_fixtures import load_examples, make_app
 from tests.fakes.recording import until_async
-from tests.fakes.slack_api import FakeSlack
-
-
-@pytest.fixture
-def slack():
-    fake = FakeSlack().start()
-    yield fake
-    fake.stop()
-
 
 # -- the template, rendered by our Go-template SUBSET evaluator ---------------------------------
 
