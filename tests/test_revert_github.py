@@ -16,16 +16,9 @@ from commands import errors, githost
 from commands.github import GitHubHost
 from tests.fakes.github_api import FakeGitHub, Grant
 from tests.fakes.gitrepo import Workspace
+from tests.revert_fixtures import DB, DEPLOYMENT, WEB, edit
 
-WEB = "apps/web/deployment.yaml"
-DB = "apps/db/values.yaml"
-DEPLOYMENT = "".join(f"line {i}\n" for i in range(1, 11))
 VALUES = "replicas: 1\nimage: postgres:15\nstorage: 10Gi\n"
-
-
-def _edit(text: str, old: str, new: str) -> str:
-    assert old in text
-    return text.replace(old, new, 1)
 
 
 @pytest.fixture
@@ -65,7 +58,7 @@ async def test_reverting_the_tip_restores_the_parent_tree(
 ) -> None:
     bad = ws.commit(
         "Bump web to v2",
-        {WEB: _edit(DEPLOYMENT, "line 3\n", "line 3 v2\n"), "apps/web/extra.yaml": "x: 1\n"},
+        {WEB: edit(DEPLOYMENT, "line 3\n", "line 3 v2\n"), "apps/web/extra.yaml": "x: 1\n"},
     )
     expected = ws.expected_revert(bad)
 
@@ -94,13 +87,13 @@ async def test_reverting_an_older_commit_merges_like_git(
     bad = ws.commit(
         "Bump web, add config, drop README",
         {
-            WEB: _edit(DEPLOYMENT, "line 3\n", "line 3 v2\n"),
+            WEB: edit(DEPLOYMENT, "line 3\n", "line 3 v2\n"),
             "apps/web/config.yaml": "debug: true\n",
             "README.md": None,
         },
     )
-    later = _edit(_edit(DEPLOYMENT, "line 3\n", "line 3 v2\n"), "line 8\n", "line 8 tuned\n")
-    ws.commit("Tune web", {WEB: later, DB: _edit(VALUES, "replicas: 1", "replicas: 3")})
+    later = edit(edit(DEPLOYMENT, "line 3\n", "line 3 v2\n"), "line 8\n", "line 8 tuned\n")
+    ws.commit("Tune web", {WEB: later, DB: edit(VALUES, "replicas: 1", "replicas: 3")})
     expected = ws.expected_revert(bad)
     assert expected is not None
 
@@ -109,7 +102,7 @@ async def test_reverting_an_older_commit_merges_like_git(
     tip = ws.tip()
     assert ws.tree(tip) == expected
     assert outcome.sha == tip
-    assert ws.read(tip, WEB) == _edit(DEPLOYMENT, "line 8\n", "line 8 tuned\n").encode()
+    assert ws.read(tip, WEB) == edit(DEPLOYMENT, "line 8\n", "line 8 tuned\n").encode()
     assert ws.read(tip, "README.md") == b"deploy\n"
     assert len(github.calls("POST", "/git/blobs")) == 1  # only the merged file is uploaded
 
@@ -119,13 +112,13 @@ async def test_reverting_a_merge_commit_uses_its_first_parent(
     ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient, at_tip: bool
 ) -> None:
     ws.checkout("feature", create=True)
-    ws.commit("Scale the database", {DB: _edit(VALUES, "replicas: 1", "replicas: 2")})
-    ws.commit("Bigger disk", {DB: _edit(VALUES, "10Gi", "50Gi")})
+    ws.commit("Scale the database", {DB: edit(VALUES, "replicas: 1", "replicas: 2")})
+    ws.commit("Bigger disk", {DB: edit(VALUES, "10Gi", "50Gi")})
     ws.checkout("main")
     mainline = ws.commit("Readme tweak", {"README.md": "deploy things\n"})
     merged = ws.merge("feature", "Merge branch 'feature'")
     if not at_tip:
-        ws.commit("Web v3", {WEB: _edit(DEPLOYMENT, "line 1\n", "line 1 v3\n")})
+        ws.commit("Web v3", {WEB: edit(DEPLOYMENT, "line 1\n", "line 1 v3\n")})
     expected = ws.expected_revert(merged)
     assert expected is not None
 
@@ -152,7 +145,7 @@ async def test_reverting_a_commit_that_added_a_directory_removes_it(
         "Add the cache app",
         {"apps/cache/deploy.yaml": "kind: Deployment\n", "apps/cache/conf/redis.conf": "x\n"},
     )
-    ws.commit("Web v2", {WEB: _edit(DEPLOYMENT, "line 1\n", "line 1 v2\n")})
+    ws.commit("Web v2", {WEB: edit(DEPLOYMENT, "line 1\n", "line 1 v2\n")})
     expected = ws.expected_revert(bad)
 
     await _host(github, client).revert(bad, requested_by="alice")
@@ -189,7 +182,7 @@ async def test_binary_files_are_restored_or_reported_like_git(
 
 
 async def test_github_enterprise_base_url(ws: Workspace, client: httpx.AsyncClient) -> None:
-    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    bad = ws.commit("Bump web", {WEB: edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
     enterprise = FakeGitHub(ws.served, prefix="/api/v3").start()
     try:
         host = GitHubHost(
@@ -209,8 +202,8 @@ async def test_github_enterprise_base_url(ws: Workspace, client: httpx.AsyncClie
 async def test_conflict_writes_nothing_and_names_the_paths(
     ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
 ) -> None:
-    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 4\n", "line 4 v2\n")})
-    ws.commit("Touch the next line", {WEB: _edit(DEPLOYMENT, "line 4\n", "line 4 v2\nline 4b\n")})
+    bad = ws.commit("Bump web", {WEB: edit(DEPLOYMENT, "line 4\n", "line 4 v2\n")})
+    ws.commit("Touch the next line", {WEB: edit(DEPLOYMENT, "line 4\n", "line 4 v2\nline 4b\n")})
     assert ws.expected_revert(bad) is None  # git agrees: it conflicts
     before = ws.tip()
 
@@ -233,7 +226,7 @@ async def test_preview_shows_the_commit_and_detects_a_conflict_without_writing(
 ) -> None:
     bad = ws.commit(
         "Bump web",
-        {WEB: _edit(DEPLOYMENT, "line 4\n", "line 4 v2\n"), DB: VALUES + "x: 1\n"},
+        {WEB: edit(DEPLOYMENT, "line 4\n", "line 4 v2\n"), DB: VALUES + "x: 1\n"},
         author="Dana Ops <dana@example.com>",
     )
     host = _host(github, client)
@@ -248,7 +241,7 @@ async def test_preview_shows_the_commit_and_detects_a_conflict_without_writing(
     assert info.authored_at.tzinfo is not None
     later = info.authored_at + timedelta(days=1, hours=2, minutes=5)
     assert githost.age(info.authored_at, later) == "1d2h ago"
-    ws.commit("Touch the next line", {WEB: _edit(DEPLOYMENT, "line 4\n", "line 4 v3\n")})
+    ws.commit("Touch the next line", {WEB: edit(DEPLOYMENT, "line 4\n", "line 4 v3\n")})
     with pytest.raises(errors.Conflict):
         await host.preview(bad)
     assert _writes(github) == []
@@ -257,7 +250,7 @@ async def test_preview_shows_the_commit_and_detects_a_conflict_without_writing(
 async def test_already_reverted_says_so_and_writes_nothing(
     ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
 ) -> None:
-    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 4\n", "line 4 v2\n")})
+    bad = ws.commit("Bump web", {WEB: edit(DEPLOYMENT, "line 4\n", "line 4 v2\n")})
     ws.commit("Unrelated", {"README.md": "more\n"})
     host = _host(github, client)
     await host.revert(bad, requested_by="alice")
@@ -285,7 +278,7 @@ async def test_an_empty_commit_at_the_tip_has_nothing_to_revert(
 async def test_a_commit_landing_between_read_and_update_is_redone(
     ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
 ) -> None:
-    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    bad = ws.commit("Bump web", {WEB: edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
     landed: list[str] = []
 
     def someone_pushes(branch: str) -> None:
@@ -308,7 +301,7 @@ async def test_a_commit_landing_between_read_and_update_is_redone(
 async def test_a_branch_that_keeps_moving_gives_up_after_three_attempts(
     ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
 ) -> None:
-    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    bad = ws.commit("Bump web", {WEB: edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
     landed: list[str] = []
     github.before_ref_update = lambda branch: landed.append(
         ws.commit(f"Busy {len(landed)}", {"busy.txt": f"{len(landed)}\n"})
@@ -325,7 +318,7 @@ async def test_a_branch_that_keeps_moving_gives_up_after_three_attempts(
 async def test_protected_branch_opens_a_pull_request(
     ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
 ) -> None:
-    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    bad = ws.commit("Bump web", {WEB: edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
     ws.commit("Unrelated", {"README.md": "more\n"})
     expected = ws.expected_revert(bad)
     github.protected.add("main")
@@ -350,7 +343,7 @@ async def test_protected_branch_opens_a_pull_request(
 async def test_protected_branch_again_reuses_the_branch_and_pull_request(
     ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
 ) -> None:
-    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    bad = ws.commit("Bump web", {WEB: edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
     github.protected.add("main")
     host = _host(github, client)
     first = await host.revert(bad, requested_by="alice")
@@ -367,7 +360,7 @@ async def test_protected_branch_again_reuses_the_branch_and_pull_request(
 async def test_missing_contents_write_is_named(
     ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
 ) -> None:
-    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    bad = ws.commit("Bump web", {WEB: edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
     host = _host(github, client, key="read-only")
 
     with pytest.raises(errors.Denied) as caught:
@@ -382,7 +375,7 @@ async def test_missing_contents_write_is_named(
 async def test_missing_pull_requests_write_is_named(
     ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
 ) -> None:
-    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    bad = ws.commit("Bump web", {WEB: edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
     github.protected.add("main")
     with pytest.raises(errors.Denied) as caught:
         await _host(github, client, key="no-pulls").revert(bad, requested_by="alice")
@@ -396,9 +389,9 @@ async def test_missing_pull_requests_write_is_named(
 async def test_finds_the_commit_that_brought_the_synced_revision(
     ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
 ) -> None:
-    web_change = ws.commit("Web v2", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    web_change = ws.commit("Web v2", {WEB: edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
     synced = ws.commit("Database tweak", {DB: VALUES + "x: 1\n"})
-    ws.commit("Web v3 (not synced yet)", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v3\n")})
+    ws.commit("Web v3 (not synced yet)", {WEB: edit(DEPLOYMENT, "line 2\n", "line 2 v3\n")})
     host = _host(github, client)
 
     found = await host.find_commit_for_path("./apps/web/", synced)

@@ -13,16 +13,9 @@ from commands import errors, githost
 from commands.gitlab import GitLabHost
 from tests.fakes.gitlab_api import DEVELOPER, MAINTAINER, FakeGitLab, Token
 from tests.fakes.gitrepo import Workspace
+from tests.revert_fixtures import DB, DEPLOYMENT, WEB, edit
 
-WEB = "apps/web/deployment.yaml"
-DB = "apps/db/values.yaml"
-DEPLOYMENT = "".join(f"line {i}\n" for i in range(1, 11))
 VALUES = "replicas: 1\nimage: postgres:15\n"
-
-
-def _edit(text: str, old: str, new: str) -> str:
-    assert old in text
-    return text.replace(old, new, 1)
 
 
 @pytest.fixture
@@ -58,8 +51,8 @@ def _reverts(gitlab: FakeGitLab) -> list[dict[str, object]]:
 async def test_reverting_the_tip_and_an_older_commit_match_git(
     ws: Workspace, gitlab: FakeGitLab, client: httpx.AsyncClient
 ) -> None:
-    older = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
-    ws.commit("Scale db", {DB: _edit(VALUES, "replicas: 1", "replicas: 3")})
+    older = ws.commit("Bump web", {WEB: edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    ws.commit("Scale db", {DB: edit(VALUES, "replicas: 1", "replicas: 3")})
     host = _host(gitlab, client)
 
     expected = ws.expected_revert(older)
@@ -84,11 +77,11 @@ async def test_reverting_a_merge_commit_matches_git_minus_m_1(
     ws: Workspace, gitlab: FakeGitLab, client: httpx.AsyncClient
 ) -> None:
     ws.checkout("feature", create=True)
-    ws.commit("Scale the database", {DB: _edit(VALUES, "replicas: 1", "replicas: 2")})
+    ws.commit("Scale the database", {DB: edit(VALUES, "replicas: 1", "replicas: 2")})
     ws.checkout("main")
-    first_parent = ws.commit("Web v2", {WEB: _edit(DEPLOYMENT, "line 9\n", "line 9 v2\n")})
+    first_parent = ws.commit("Web v2", {WEB: edit(DEPLOYMENT, "line 9\n", "line 9 v2\n")})
     merged = ws.merge("feature", "Merge branch 'feature'")
-    ws.commit("Web v3", {WEB: _edit(DEPLOYMENT, "line 1\n", "line 1 v3\n")})
+    ws.commit("Web v3", {WEB: edit(DEPLOYMENT, "line 1\n", "line 1 v3\n")})
     expected = ws.expected_revert(merged)
 
     info = await _host(gitlab, client).commit(merged)
@@ -104,7 +97,7 @@ async def test_preview_uses_the_dry_run_and_writes_nothing(
 ) -> None:
     bad = ws.commit(
         "Bump web",
-        {WEB: _edit(DEPLOYMENT, "line 4\n", "line 4 v2\n"), "apps/web/extra.yaml": "x\n"},
+        {WEB: edit(DEPLOYMENT, "line 4\n", "line 4 v2\n"), "apps/web/extra.yaml": "x\n"},
         author="Dana Ops <dana@example.com>",
     )
     host = _host(gitlab, client)
@@ -127,9 +120,9 @@ async def test_conflict_names_the_paths_changed_since(
 ) -> None:
     bad = ws.commit(
         "Bump web and db",
-        {WEB: _edit(DEPLOYMENT, "line 4\n", "line 4 v2\n"), DB: VALUES + "x: 1\n"},
+        {WEB: edit(DEPLOYMENT, "line 4\n", "line 4 v2\n"), DB: VALUES + "x: 1\n"},
     )
-    ws.commit("Next line", {WEB: _edit(DEPLOYMENT, "line 4\n", "line 4 v2\nline 4b\n")})
+    ws.commit("Next line", {WEB: edit(DEPLOYMENT, "line 4\n", "line 4 v2\nline 4b\n")})
     assert ws.expected_revert(bad) is None
     before = ws.tip()
     host = _host(gitlab, client)
@@ -151,7 +144,7 @@ async def test_conflict_names_the_paths_changed_since(
 async def test_already_reverted_is_reported_as_empty(
     ws: Workspace, gitlab: FakeGitLab, client: httpx.AsyncClient
 ) -> None:
-    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 4\n", "line 4 v2\n")})
+    bad = ws.commit("Bump web", {WEB: edit(DEPLOYMENT, "line 4\n", "line 4 v2\n")})
     host = _host(gitlab, client)
     await host.revert(bad, requested_by="alice")
     reverted = ws.tip()
@@ -166,7 +159,7 @@ async def test_already_reverted_is_reported_as_empty(
 async def test_protected_branch_opens_a_merge_request(
     ws: Workspace, gitlab: FakeGitLab, client: httpx.AsyncClient
 ) -> None:
-    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 4\n", "line 4 v2\n")})
+    bad = ws.commit("Bump web", {WEB: edit(DEPLOYMENT, "line 4\n", "line 4 v2\n")})
     expected = ws.expected_revert(bad)
     gitlab.protected["main"] = MAINTAINER
     host = _host(gitlab, client, key="developer")
@@ -192,7 +185,7 @@ async def test_protected_branch_opens_a_merge_request(
 async def test_missing_permissions_are_named(
     ws: Workspace, gitlab: FakeGitLab, client: httpx.AsyncClient
 ) -> None:
-    bad = ws.commit("Bump web", {WEB: _edit(DEPLOYMENT, "line 4\n", "line 4 v2\n")})
+    bad = ws.commit("Bump web", {WEB: edit(DEPLOYMENT, "line 4\n", "line 4 v2\n")})
 
     with pytest.raises(errors.Denied) as scope:
         await _host(gitlab, client, key="read-api").revert(bad, requested_by="alice")
@@ -228,9 +221,9 @@ async def test_unknown_commit_and_commit_off_the_branch(
 async def test_finds_the_commit_that_brought_the_synced_revision(
     ws: Workspace, gitlab: FakeGitLab, client: httpx.AsyncClient
 ) -> None:
-    web_change = ws.commit("Web v2", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    web_change = ws.commit("Web v2", {WEB: edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
     synced = ws.commit("Database tweak", {DB: VALUES + "x: 1\n"})
-    ws.commit("Web v3 (not synced)", {WEB: _edit(DEPLOYMENT, "line 2\n", "line 2 v3\n")})
+    ws.commit("Web v3 (not synced)", {WEB: edit(DEPLOYMENT, "line 2\n", "line 2 v3\n")})
     host = _host(gitlab, client)
 
     assert (await host.find_commit_for_path("apps/web/", synced)).sha == web_change
