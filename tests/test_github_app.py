@@ -54,6 +54,13 @@ def _pem(key: rsa.RSAPrivateKey) -> str:
     ).decode()
 
 
+def _public_pem(key: rsa.RSAPrivateKey) -> bytes:
+    """The public half, as GitHub keeps it for the app to verify its JWTs."""
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
 @pytest.fixture(scope="module")
 def app_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -85,9 +92,7 @@ def ws(tmp_path: Path) -> Workspace:
 
 @pytest.fixture
 def github(ws: Workspace, app_key: rsa.RSAPrivateKey, clock: Clock) -> Iterator[FakeGitHub]:
-    public = app_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    public = _public_pem(app_key)
     fake = FakeGitHub(
         ws.served,
         apps={APP_ID: App(public, installations={INSTALLATION: Grant()})},
@@ -362,6 +367,18 @@ def _app_env(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
         monkeypatch.setenv(f"CHATOPS_{name.upper()}", value)
 
 
+def _app_env_with_key(monkeypatch: pytest.MonkeyPatch, private_key: str, **extra: str) -> None:
+    """A complete GitHub App configuration with ``private_key``, plus ``extra`` settings."""
+    _app_env(
+        monkeypatch,
+        git_repo="acme/deploy",
+        git_app_id=APP_ID,
+        git_app_installation_id=INSTALLATION,
+        git_app_private_key=private_key,
+        **extra,
+    )
+
+
 @pytest.mark.parametrize(
     ("env", "named"),
     [
@@ -407,14 +424,7 @@ def test_settings_name_the_missing_piece(
 def test_settings_refuse_mixed_or_broken_app_configuration(
     monkeypatch: pytest.MonkeyPatch, extra: dict[str, str], expected: str
 ) -> None:
-    _app_env(
-        monkeypatch,
-        git_repo="acme/deploy",
-        git_app_id=APP_ID,
-        git_app_installation_id=INSTALLATION,
-        git_app_private_key="PEM-SECRET",
-        **extra,
-    )
+    _app_env_with_key(monkeypatch, "PEM-SECRET", **extra)
     with pytest.raises(s.ConfigError) as caught:
         s.load()
     text = caught.value.render()
@@ -425,13 +435,7 @@ def test_complete_app_settings_load_and_hide_the_key(
     monkeypatch: pytest.MonkeyPatch, app_key: rsa.RSAPrivateKey
 ) -> None:
     pem = _pem(app_key)
-    _app_env(
-        monkeypatch,
-        git_repo="acme/deploy",
-        git_app_id=APP_ID,
-        git_app_installation_id=INSTALLATION,
-        git_app_private_key=pem,
-    )
+    _app_env_with_key(monkeypatch, pem)
     cfg = s.load()
     assert cfg.uses_git_app and cfg.git_token is None
     assert pem.splitlines()[1] not in repr(cfg)
@@ -441,13 +445,7 @@ def test_complete_app_settings_load_and_hide_the_key(
 def test_an_unparsable_key_is_a_config_error_naming_the_setting(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _app_env(
-        monkeypatch,
-        git_repo="acme/deploy",
-        git_app_id=APP_ID,
-        git_app_installation_id=INSTALLATION,
-        git_app_private_key="-----BEGIN RSA PRIVATE KEY-----\nPEM-SECRET\n",
-    )
+    _app_env_with_key(monkeypatch, "-----BEGIN RSA PRIVATE KEY-----\nPEM-SECRET\n")
     with pytest.raises(s.ConfigError) as caught:
         wiring.git(s.load())
     text = caught.value.render()
@@ -460,9 +458,7 @@ async def test_check_access_reads_the_installation_grant(
     clock: Clock,
     client: httpx.AsyncClient,
 ) -> None:
-    public = app_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    public = _public_pem(app_key)
     grants = {INSTALLATION: Grant(), "99": Grant(contents="read", pull_requests=None)}
     fake = FakeGitHub(ws.served, apps={APP_ID: App(public, installations=grants)}, clock=clock)
     fake.start()
