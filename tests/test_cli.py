@@ -19,6 +19,16 @@ def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None)
     )
 
 
+def offline_env(tmp_path: Path, token: str = "t") -> dict[str, str]:  # noqa: S107 - a test token
+    """A complete configuration whose Argo CD is unreachable (nothing listens on port 9), so a
+    command that got as far as calling it would fail with 1."""
+    return {
+        "CHATOPS_ARGOCD_URL": "http://127.0.0.1:9",
+        "CHATOPS_ARGOCD_TOKEN": token,
+        "CHATOPS_STATE_DB": str(tmp_path / "s.db"),
+    }
+
+
 def test_help_exits_zero_and_lists_commands():
     p = run("--help")
     assert p.returncode == 0
@@ -69,22 +79,14 @@ def test_invalid_setting_exits_2(tmp_path):
 
 
 def test_invalid_app_name_refused_before_any_call(tmp_path):
-    env = {
-        "CHATOPS_ARGOCD_URL": "http://127.0.0.1:9",  # nothing listens: a call would fail with 1
-        "CHATOPS_ARGOCD_TOKEN": "t",
-        "CHATOPS_STATE_DB": str(tmp_path / "s.db"),
-    }
+    env = offline_env(tmp_path)
     p = run("status", "Bad_Name", env=env)
     assert p.returncode == 2
     assert "not a valid application name" in p.stderr
 
 
 def test_unreachable_argocd_exits_1_json(tmp_path):
-    env = {
-        "CHATOPS_ARGOCD_URL": "http://127.0.0.1:9",
-        "CHATOPS_ARGOCD_TOKEN": "secret-token-value",
-        "CHATOPS_STATE_DB": str(tmp_path / "s.db"),
-    }
+    env = offline_env(tmp_path, token="secret-token-value")
     p = run("status", "payments", "--json", env=env)
     assert p.returncode == 1
     out = json.loads(p.stdout)
@@ -94,22 +96,14 @@ def test_unreachable_argocd_exits_1_json(tmp_path):
 
 
 def test_rollback_without_terminal_or_yes_refuses(tmp_path):
-    env = {
-        "CHATOPS_ARGOCD_URL": "http://127.0.0.1:9",
-        "CHATOPS_ARGOCD_TOKEN": "t",
-        "CHATOPS_STATE_DB": str(tmp_path / "s.db"),
-    }
+    env = offline_env(tmp_path)
     p = run("rollback", "payments", env=env, stdin="")
     assert p.returncode == 2
     assert "--yes" in p.stderr
 
 
 def test_selfheal_duration_out_of_range(tmp_path):
-    env = {
-        "CHATOPS_ARGOCD_URL": "http://127.0.0.1:9",
-        "CHATOPS_ARGOCD_TOKEN": "t",
-        "CHATOPS_STATE_DB": str(tmp_path / "s.db"),
-    }
+    env = offline_env(tmp_path)
     p = run("selfheal", "off", "payments", "--for", "9d", env=env)
     assert p.returncode == 2
     assert "1m to 7d" in p.stderr
