@@ -26,8 +26,10 @@ import pytest
 from bot.serve import Bot
 from bot.settings import Authorization, Grant, Settings
 from commands.results import Result, Step
+from tests.fakes import discord_payloads as dp
 from tests.fakes.argocd_api import FakeArgoCD
 from tests.fakes.argocd_fixtures import make_app
+from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.recording import until_async
 from tests.fakes.slack_api import FakeSlack
 
@@ -349,3 +351,22 @@ async def slack_harness(
 ) -> AsyncIterator[SlackHarness]:
     async with running_bot(settings, **kw) as bot, aiohttp.ClientSession() as session:
         yield SlackHarness(bot, slack, argo, session)
+
+
+# -- Discord ------------------------------------------------------------------------------------
+DISCORD_OPERATOR_ROLE = "1100000000000000777"  # members with this guild role are operators
+
+
+def discord_settings(discord: FakeDiscord, argo: FakeArgoCD, **overrides: Any) -> Settings:
+    """A Discord bot on the fakes: Argo CD, the fake Discord's token and guild, and operators by
+    ``DISCORD_OPERATOR_ROLE``."""
+    return Settings(
+        argocd_url=argo.url,
+        argocd_token=argo.token,
+        discord_token=discord.token,
+        discord_guild_id=dp.GUILD_ID,
+        authorization=Authorization(
+            grants=[Grant(role="operator", discord_roles=[DISCORD_OPERATOR_ROLE])]
+        ),
+        **overrides,
+    )

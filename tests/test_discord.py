@@ -21,10 +21,11 @@ import yarl
 
 from bot import discord_app
 from bot.dispatch import Dispatcher
-from bot.settings import Authorization, ConfigError, Grant, Settings
+from bot.settings import ConfigError, Settings
 from bot.store import Store
 from bot.wiring import services as build_services
 from commands.context import Services
+from tests.chat_fixtures import DISCORD_OPERATOR_ROLE, discord_settings
 from tests.fakes import discord_payloads as dp
 from tests.fakes.argocd_api import FakeArgoCD
 from tests.fakes.argocd_fixtures import make_app
@@ -38,7 +39,6 @@ from tests.fakes.discord_api import (
 from tests.fakes.kube_api import FakeKube, api_client
 from tests.fakes.recording import Call, until_async
 
-OPERATOR_ROLE = "1100000000000000777"
 OTHER_ROLE = "1100000000000000778"
 BOB = "1100000000000000301"
 
@@ -94,11 +94,11 @@ class Bot:
     def command(
         self, name: str, options: dict[str, Any] | None = None, **kw: Any
     ) -> dict[str, Any]:
-        kw.setdefault("roles", [OPERATOR_ROLE])
+        kw.setdefault("roles", [DISCORD_OPERATOR_ROLE])
         return self.feed(dp.slash_command(name, options, **kw))
 
     def click(self, custom_id: str, message: dict[str, Any], **kw: Any) -> dict[str, Any]:
-        kw.setdefault("roles", [OPERATOR_ROLE])
+        kw.setdefault("roles", [DISCORD_OPERATOR_ROLE])
         return self.feed(dp.button_click(custom_id, message, **kw))
 
     # what the fake Discord saw for one interaction
@@ -149,13 +149,7 @@ async def start(
 async def running_bot(
     fake: FakeDiscord, argo: FakeArgoCD, tmp_path: Path, kube_client: Any = None
 ) -> AsyncIterator[Bot]:
-    settings = Settings(
-        argocd_url=argo.url,
-        argocd_token=argo.token,
-        discord_token=fake.token,
-        discord_guild_id=dp.GUILD_ID,
-        authorization=Authorization(grants=[Grant(role="operator", discord_roles=[OPERATOR_ROLE])]),
-    )
+    settings = discord_settings(fake, argo)
     store = Store(tmp_path / "state.db")
     services = build_services(
         settings, store=store, with_kube=kube_client is not None, kube_client=kube_client
@@ -306,7 +300,7 @@ async def test_member_without_operator_role_is_denied_with_the_role_named(bot: B
 
 async def test_operator_role_counts_even_when_the_guild_cache_does_not_know_it(bot: Bot) -> None:
     guild = bot.runner.client.get_guild(int(dp.GUILD_ID))
-    assert guild is not None and guild.get_role(int(OPERATOR_ROLE)) is None  # not cached
+    assert guild is not None and guild.get_role(int(DISCORD_OPERATOR_ROLE)) is None  # not cached
     payload = bot.command("selfheal", {"mode": "on", "app": "orders"})
     await bot.final(payload, "☑️")  # already on: nothing to do, but allowed
     assert bot.ephemerals(payload) == []

@@ -13,14 +13,15 @@ import pytest
 
 from bot import discord_app
 from bot.dispatch import Dispatcher
-from bot.settings import Authorization, Grant, Settings
 from bot.store import Store
 from bot.wiring import services as build_services
 from tests.chat_fixtures import (
+    DISCORD_OPERATOR_ROLE,
     OPERATOR,
     button,
     buttons_of,
     chat_settings,
+    discord_settings,
     slack,  # noqa: F401 - fixture
     slack_harness,
 )
@@ -34,7 +35,6 @@ from tests.fakes.recording import until_async
 from tests.fakes.slack_api import FakeSlack
 
 VALUES = "apps/payments/values.yaml"
-OPERATOR_ROLE = "1100000000000000777"
 
 
 @pytest.fixture
@@ -109,14 +109,7 @@ async def test_discord_rollback_button_confirm_to_healthy(
     bad = ws.tip()
     old_base = discord.http.Route.BASE
     fake = FakeDiscord().start()
-    settings = Settings(
-        argocd_url=argo.url,
-        argocd_token=argo.token,
-        discord_token=fake.token,
-        discord_guild_id=dp.GUILD_ID,
-        authorization=Authorization(grants=[Grant(role="operator", discord_roles=[OPERATOR_ROLE])]),
-        **git_settings(github),
-    )
+    settings = discord_settings(fake, argo, **git_settings(github))
     store = Store(tmp_path / "state.db")
     services = build_services(settings, store=store, with_kube=False)
     dispatcher = Dispatcher(settings, services, store)
@@ -158,7 +151,11 @@ async def test_discord_rollback_button_confirm_to_healthy(
                                                      "custom_id": "chatops:cmd:rollback payments"}]}],
         )  # fmt: skip
         payloads.append(
-            feed(dp.button_click("chatops:cmd:rollback payments", alert, roles=[OPERATOR_ROLE]))
+            feed(
+                dp.button_click(
+                    "chatops:cmd:rollback payments", alert, roles=[DISCORD_OPERATOR_ROLE]
+                )
+            )
         )
         msg, revert_id = await until_async(
             lambda: _try(find_button, f"chatops:cmd:rollback payments {bad}")
@@ -166,14 +163,14 @@ async def test_discord_rollback_button_confirm_to_healthy(
         assert revert_id == f"chatops:cmd:rollback payments {bad}"
         assert ws.tip() == bad
 
-        payloads.append(feed(dp.button_click(revert_id, msg, roles=[OPERATOR_ROLE])))
+        payloads.append(feed(dp.button_click(revert_id, msg, roles=[DISCORD_OPERATOR_ROLE])))
         # destructive: an ephemeral Confirm / Cancel first
         prompt, confirm_id = await until_async(
             lambda: _try(find_button, "chatops:confirm:") or None
         )
         assert confirm_id == f"chatops:confirm:rollback payments {bad}"
         ctl = argo.auto_sync_when_head_moves("payments", ws.tip, timeout=15)
-        payloads.append(feed(dp.button_click(confirm_id, prompt, roles=[OPERATOR_ROLE])))
+        payloads.append(feed(dp.button_click(confirm_id, prompt, roles=[DISCORD_OPERATOR_ROLE])))
         rows = await until_async(
             lambda: (
                 r if len(r := store.audit_list()) == 3 and all(x["outcome"] for x in r) else None
