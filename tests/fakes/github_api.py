@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import pygit2
 from aiohttp import web
 
 from tests.fakes.common import InjectedFailures, Served
+from tests.fakes.gitrepo import log_page, resolve
 from tests.fakes.server import ThreadedServer
 
 DOCS = "https://docs.github.com/rest"
@@ -310,13 +310,7 @@ class FakeGitHub(Served):
             return _error(404, "Not Found")
         per_page = int(request.query.get("per_page", "30"))
         page = int(request.query.get("page", "1"))
-        args = ["git", "log", "--format=%H", str(start.id)]
-        if request.query.get("path"):
-            args += ["--", request.query["path"]]
-        shas = subprocess.run(
-            args, cwd=self.bare, capture_output=True, text=True, check=True
-        ).stdout.split()
-        chosen = shas[(page - 1) * per_page : page * per_page]
+        chosen = log_page(self.bare, start, request.query.get("path"), page, per_page)
         return web.json_response([self._rest_commit(self.repo[s]) for s in chosen])
 
     async def _compare(self, request: web.Request) -> web.Response:
@@ -506,13 +500,7 @@ class FakeGitHub(Served):
         return found
 
     def _resolve(self, ref: str) -> pygit2.Commit | None:
-        if f"refs/heads/{ref}" in self.repo.references:
-            return self.repo.references[f"refs/heads/{ref}"].peel(pygit2.Commit)
-        try:
-            obj = self.repo.revparse_single(ref)
-        except (KeyError, ValueError, pygit2.GitError):
-            return None
-        return obj if isinstance(obj, pygit2.Commit) else None
+        return resolve(self.repo, ref)
 
     def _rest_commit(self, commit: pygit2.Commit) -> dict[str, Any]:
         git = self._git_commit(commit)

@@ -14,7 +14,6 @@ GitLab's ``insufficient_scope`` body. Every request is recorded; ``fail`` inject
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ import pygit2
 from aiohttp import web
 
 from tests.fakes.common import InjectedFailures, Served
+from tests.fakes.gitrepo import log_page, resolve
 from tests.fakes.server import ThreadedServer
 
 WEB = "https://gitlab.test"
@@ -199,13 +199,7 @@ class FakeGitLab(Served):
             return web.json_response([])
         per_page = int(request.query.get("per_page", "20"))
         page = int(request.query.get("page", "1"))
-        args = ["git", "log", "--format=%H", str(start.id)]
-        if request.query.get("path"):
-            args += ["--", request.query["path"]]
-        shas = subprocess.run(
-            args, cwd=self.bare, capture_output=True, text=True, check=True
-        ).stdout.split()
-        chosen = shas[(page - 1) * per_page : page * per_page]
+        chosen = log_page(self.bare, start, request.query.get("path"), page, per_page)
         return web.json_response([self._commit_json(self.repo[s]) for s in chosen])
 
     async def _merge_base(
@@ -344,13 +338,7 @@ class FakeGitLab(Served):
         return token.access_level >= max(needed, DEVELOPER) and needed > 0
 
     def _resolve(self, ref: str) -> pygit2.Commit | None:
-        if f"refs/heads/{ref}" in self.repo.references:
-            return self.repo.references[f"refs/heads/{ref}"].peel(pygit2.Commit)
-        try:
-            obj = self.repo.revparse_single(ref)
-        except (KeyError, ValueError, pygit2.GitError):
-            return None
-        return obj if isinstance(obj, pygit2.Commit) else None
+        return resolve(self.repo, ref)
 
     def _branch_json(self, name: str, token: Token) -> dict[str, Any]:
         commit = self.repo.references[f"refs/heads/{name}"].peel(pygit2.Commit)

@@ -4,7 +4,8 @@ A ``Workspace`` is a repository with a work tree to author history in; the fake 
 GitLab serves its ``.git`` directory (``served``), so a commit here is on the "server" at once,
 with no push (pushes cost several processes each). ``expected_revert`` answers what real
 ``git revert`` makes of a commit in a separate, detached work tree - the reference every API
-revert is compared with.
+revert is compared with. ``resolve`` and ``log_page`` are how both fakes read the served
+repository: a ref as the hosts take it in a URL, and one page of a commit listing.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import itertools
 import os
 import subprocess
 from pathlib import Path
+
+import pygit2
 
 _ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
@@ -30,6 +33,30 @@ def git(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = 
     if check and done.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed: {done.stderr.strip()}")
     return done.stdout.strip()
+
+
+def resolve(repo: pygit2.Repository, ref: str) -> pygit2.Commit | None:
+    """A branch name first, then anything ``git rev-parse`` takes (a full or short sha), as
+    a commit; None when ``ref`` names no commit."""
+    if f"refs/heads/{ref}" in repo.references:
+        return repo.references[f"refs/heads/{ref}"].peel(pygit2.Commit)
+    try:
+        obj = repo.revparse_single(ref)
+    except (KeyError, ValueError, pygit2.GitError):
+        return None
+    return obj if isinstance(obj, pygit2.Commit) else None
+
+
+def log_page(
+    bare: Path, start: pygit2.Commit, path: str | None, page: int, per_page: int
+) -> list[str]:
+    """Page ``page`` (from 1) of the ids ``git log`` lists from ``start``, only commits that
+    touch ``path`` when one is given."""
+    args = ["git", "log", "--format=%H", str(start.id)]
+    if path:
+        args += ["--", path]
+    shas = subprocess.run(args, cwd=bare, capture_output=True, text=True, check=True).stdout.split()
+    return shas[(page - 1) * per_page : page * per_page]
 
 
 class Workspace:
