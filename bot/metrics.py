@@ -17,8 +17,9 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_BUCKETS: tuple[float, ...] = (
@@ -186,6 +187,9 @@ class Histogram(_Metric):
         return lines
 
 
+_M = TypeVar("_M", bound=_Metric)
+
+
 class Registry:
     """Holds the metrics of one process; asking twice for the same name returns the same metric
     (so two modules may share a series), asking with another type or labels is an error."""
@@ -202,19 +206,21 @@ class Registry:
             raise ValueError(f"metric {name} already registered as {existing.kind}")
         return existing
 
-    def counter(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Counter:
+    def _get_or_make(
+        self, name: str, cls: type[_M], labels: Sequence[str], make: Callable[[], _M]
+    ) -> _M:
+        """The metric registered as ``name``, else a new one from ``make()``, registered."""
         with self._lock:
-            metric = self._get(name, Counter, labels) or Counter(name, help_text, labels)
+            metric = self._get(name, cls, labels) or make()
             self._metrics[name] = metric
-        assert isinstance(metric, Counter)
+        assert isinstance(metric, cls)
         return metric
 
+    def counter(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Counter:
+        return self._get_or_make(name, Counter, labels, lambda: Counter(name, help_text, labels))
+
     def gauge(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Gauge:
-        with self._lock:
-            metric = self._get(name, Gauge, labels) or Gauge(name, help_text, labels)
-            self._metrics[name] = metric
-        assert isinstance(metric, Gauge)
-        return metric
+        return self._get_or_make(name, Gauge, labels, lambda: Gauge(name, help_text, labels))
 
     def histogram(
         self,
@@ -223,13 +229,9 @@ class Registry:
         labels: Sequence[str] = (),
         buckets: Sequence[float] = DEFAULT_BUCKETS,
     ) -> Histogram:
-        with self._lock:
-            metric = self._get(name, Histogram, labels) or Histogram(
-                name, help_text, labels, buckets
-            )
-            self._metrics[name] = metric
-        assert isinstance(metric, Histogram)
-        return metric
+        return self._get_or_make(
+            name, Histogram, labels, lambda: Histogram(name, help_text, labels, buckets)
+        )
 
     def render(self) -> str:
         with self._lock:
