@@ -414,11 +414,7 @@ def test_exec_channel_protocol(fake: FakeKube, api: Any) -> None:
 
 def test_unreachable_while_paused(fake: FakeKube, api: Any) -> None:
     fake.add_statefulset("db", "pg")
-    fake.server.pause()
-    try:
-        with pytest.raises(Exception) as e:
-            apps(api).read_namespaced_stateful_set("pg", "db", _request_timeout=2)
-        assert "refused" in repr(e.value).lower() or "max retries" in repr(e.value).lower()
-    finally:
-        fake.server.resume()
+    with fake.server.paused(), pytest.raises(Exception) as e:
+        apps(api).read_namespaced_stateful_set("pg", "db", _request_timeout=2)
+    assert "refused" in repr(e.value).lower() or "max retries" in repr(e.value).lower()
     assert apps(api).read_namespaced_stateful_set("pg", "db").spec.replicas == 1

@@ -284,12 +284,8 @@ async def test_unreachable_github_is_unavailable_and_recovers(
     github: FakeGitHub, client: httpx.AsyncClient, app_key: rsa.RSAPrivateKey, clock: Clock
 ) -> None:
     auth = _auth(github, client, app_key, clock)
-    github.server.pause()
-    try:
-        with pytest.raises(errors.Unavailable, match="Cannot reach GitHub"):
-            await auth()
-    finally:
-        github.server.resume()
+    with github.server.paused(), pytest.raises(errors.Unavailable, match="Cannot reach GitHub"):
+        await auth()
     assert await auth() in github.tokens  # nothing half-cached from the failure
 
 

@@ -179,13 +179,9 @@ async def test_error_mapping(fake: FakeKube, ops: KubeOps) -> None:
         "The bot is not allowed to patch statefulsets/scale in namespace db."
     )
 
-    fake.server.pause()
-    try:
-        with pytest.raises(errors.Unavailable) as down:
-            await ops.statefulsets(NS, "pg")
-        assert down.value.user_message == "Kubernetes API unreachable."
-    finally:
-        fake.server.resume()
+    with fake.server.paused(), pytest.raises(errors.Unavailable) as down:
+        await ops.statefulsets(NS, "pg")
+    assert down.value.user_message == "Kubernetes API unreachable."
 
 
 async def test_annotate_sets_and_removes(fake: FakeKube, ops: KubeOps) -> None:

@@ -441,12 +441,8 @@ async def test_bad_token_server_errors_and_unreachable(
         await _host(github, client).commit(tip)
     assert (await _host(github, client).commit(tip)).sha == tip  # the failure was one-off
 
-    github.server.pause()
-    try:
-        with pytest.raises(errors.Unavailable) as down:
-            await _host(github, client).commit(tip)
-    finally:
-        github.server.resume()
+    with github.server.paused(), pytest.raises(errors.Unavailable) as down:
+        await _host(github, client).commit(tip)
     assert "Cannot reach GitHub" in down.value.user_message
     assert [r.auth for r in github.calls("GET", f"/commits/{tip}")] == [
         "Bearer ghp_secret_value",

@@ -245,11 +245,7 @@ async def test_bad_token_server_errors_and_unreachable(
         await _host(gitlab, client).commit(tip)
     assert (await _host(gitlab, client).commit(tip)).sha == tip
 
-    gitlab.server.pause()
-    try:
-        with pytest.raises(errors.Unavailable) as down:
-            await _host(gitlab, client).commit(tip)
-    finally:
-        gitlab.server.resume()
+    with gitlab.server.paused(), pytest.raises(errors.Unavailable) as down:
+        await _host(gitlab, client).commit(tip)
     assert "Cannot reach GitLab" in down.value.user_message
     assert "good-token" not in repr(_host(gitlab, client))

@@ -8,8 +8,9 @@ server to simulate "unreachable".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -59,6 +60,15 @@ class ThreadedServer:
 
     def resume(self) -> None:
         self.call(self._start())
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Unreachable for the ``with`` block, reachable again after it, even if it fails."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
 
     async def _stop_runner(self) -> None:
         if self._runner is not None:
