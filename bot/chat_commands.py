@@ -82,7 +82,12 @@ BUILTINS: tuple[Command, ...] = (
         "check the app's StatefulSets are Ready and run as non-root",
         mutating=False,
     ),
-    Command("status", "APP", "sync, health, operation and what is unhealthy", mutating=False),
+    Command(
+        "status",
+        "[APP]",
+        "sync, health, operation and what is unhealthy; without APP, the apps that need attention",
+        mutating=False,
+    ),
     Command("help", "[COMMAND]", "this list", mutating=False),
 )
 ALIASES = {"verify": "verify-rootless", "self-heal": "selfheal"}
@@ -157,6 +162,10 @@ class Catalog:
             return self._parse_help(cmd, args)
         if name == "selfheal":
             return self._parse_selfheal(cmd, args, caller)
+        if name == "status" and not args:
+            from commands.status import overview
+
+            return Parsed(cmd, "status", None, lambda _p: overview(self._svc()))
         app = _one_app(args)
         if name == "sync":
             return self._parse_sync(cmd, app, args[1:], caller)

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("app")
 
     st = sub.add_parser("status", parents=[common], help="sync, health, operation, problems")
-    st.add_argument("app")
+    st.add_argument("app", nargs="?", help="omit to list the apps that need attention")
 
     hk = sub.add_parser("hook", parents=[common], help="what the Argo CD hook Jobs run")
     hk.add_argument("phase", choices=["presync", "postsync"])

@@ -314,8 +314,8 @@ def build_commands(tree: app_commands.CommandTree[Any], chatops: DiscordApp) -> 
     async def verify_rootless(interaction: discord.Interaction, app: str) -> None:
         await chatops.run(interaction, _args("verify-rootless", app))
 
-    @app_commands.describe(app="Argo CD application")
-    async def status(interaction: discord.Interaction, app: str) -> None:
+    @app_commands.describe(app="Argo CD application (none: the apps that need attention)")
+    async def status(interaction: discord.Interaction, app: str | None = None) -> None:
         await chatops.run(interaction, _args("status", app))
 
     async def help_(interaction: discord.Interaction) -> None:

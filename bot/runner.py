@@ -141,8 +141,10 @@ async def do_selfheal(settings: Settings, args: argparse.Namespace) -> Result:
 
 
 async def do_status(settings: Settings, args: argparse.Namespace) -> Result:
-    from commands.status import status
+    from commands.status import overview, status
 
+    if args.app is None:
+        return await _with_services(settings, overview, kube=False)
     validation.app_name(args.app)
     return await _with_services(settings, lambda svc: status(svc, args.app), store=True, kube=False)
 

@@ -87,3 +87,48 @@ def _policy(app: Application) -> str:
     parts = ["on", "self-heal " + ("on" if a.get("selfHeal") else "off")]
     parts.append("prune " + ("on" if a.get("prune") else "off"))
     return ", ".join(parts)
+
+
+MAX_LISTED = 15
+_RANK = {"Degraded": 0, "Missing": 1, "Unknown": 2, "Progressing": 3, "Suspended": 4}
+
+
+async def overview(svc: Services) -> Result:
+    """``status`` without an app: which apps need attention, worst first — what on-call asks
+    first from a phone."""
+    apps = await svc.argocd.list_apps()
+    attention: list[tuple[int, Application, str]] = []
+    for app in apps:
+        failed = app.phase in ("Failed", "Error") and not app.operation_running
+        if app.sync_status == "Synced" and app.health_status == "Healthy" and not failed:
+            continue
+        state = f"{app.sync_status}/{app.health_status}"
+        if app.operation_running:
+            state += f", {app.phase or 'operation'} running"
+        elif failed:
+            state += ", last sync failed"
+        rank = (
+            0 if failed else _RANK.get(app.health_status, 5 if app.sync_status == "Synced" else 6)
+        )
+        attention.append((rank, app, state))
+    attention.sort(key=lambda t: (t[0], t[1].name))
+    if not attention:
+        return Result(
+            "status",
+            "all apps",
+            Status.NOOP,
+            f"All {len(apps)} applications are Synced and Healthy.",
+        )
+    facts = [Fact(app.name, state) for _, app, state in attention[:MAX_LISTED]]
+    if len(attention) > MAX_LISTED:
+        facts.append(Fact("more", f"{len(attention) - MAX_LISTED} more apps need attention"))
+    return Result(
+        "status",
+        "all apps",
+        Status.FAILED,
+        f"{len(attention)} of {len(apps)} applications need attention.",
+        facts=tuple(facts),
+        actions=tuple(
+            Action(f"Status {app.name}", f"status {app.name}") for _, app, _ in attention[:5]
+        ),
+    )

@@ -95,7 +95,7 @@ def sync_requests(fake: FakeArgoCD, app: str) -> list[Any]:
         ("selfheal off payments 10x", "'10x' is not a self-heal pause.", "/selfheal"),
         ("selfheal off payments 10s", "A self-heal pause of 10s is out of range.", "/selfheal"),
         ("rollback payments zzz", "'zzz' is not a commit SHA.", "/rollback APP [COMMIT]"),
-        ("status", "Missing APP.", "Usage: /status APP"),
+        ("status payments now", "Unexpected 'now'.", "Usage: /status [APP]"),
         ("verify-rootless", "Missing APP.", "Usage: /verify-rootless APP"),
         ("help nope", "There is no command 'nope'.", "Usage: /help [COMMAND]"),
         ("deploy payments", "There is no command 'deploy'. Try /help.", ""),
@@ -129,7 +129,7 @@ async def test_help_lists_every_command_and_registered_extras(d: Dispatcher) -> 
         "/rollback APP [COMMIT] — ",
         "/selfheal off|on APP [DURATION] — ",
         "/verify-rootless APP — ",
-        "/status APP — ",
+        "/status [APP] — ",
         "/help [COMMAND] — ",
         "/ack KEY — acknowledge an alert",
     ):
@@ -359,3 +359,17 @@ async def test_drain_records_unfinished_commands_as_interrupted(
     [row] = d.store.audit_list()
     assert row["outcome"] == "interrupted" and row["ended_at"] is not None
     assert reply.results[-1].summary == "The bot restarted before sync payments finished."
+
+
+async def test_status_without_an_app_lists_those_needing_attention(
+    d: Dispatcher,
+    argo: FakeArgoCD,  # noqa: F811
+) -> None:
+    argo.set_health("orders", "Degraded", "Back-off restarting failed container")
+    reply = RecordingReply()
+    result = await d.handle(inv("status"), reply)
+    assert result is not None and reply.results == [result]
+    assert result.status is Status.FAILED
+    assert result.summary.endswith("applications need attention.")
+    assert result.facts[0].name == "orders" and "Degraded" in result.facts[0].value
+    assert result.actions[0].command == "status orders"

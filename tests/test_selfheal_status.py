@@ -118,3 +118,21 @@ async def test_status_after_a_failed_sync_says_so(argo: FakeArgoCD, svc: Service
     assert "but its last sync failed" in st.summary and "billing-db is invalid" in st.summary
     assert any(f.value.startswith("SyncFailed") for f in st.facts)
     assert [a.command for a in st.actions][:2] == ["sync billing", "rollback billing"]
+
+
+async def test_overview_lists_apps_needing_attention_worst_first(argo: FakeArgoCD, svc: Services):
+    from commands.status import overview
+
+    for name in ("alpha", "beta", "gamma"):
+        argo.add_app(make_app(name))
+    calm = await overview(svc)
+    assert calm.status is Status.NOOP
+    assert calm.summary == "All 3 applications are Synced and Healthy."
+
+    argo.add_app(make_app("delta", sync="OutOfSync"))
+    argo.set_health("gamma", "Degraded", "CrashLoopBackOff")
+    busy = await overview(svc)
+    assert busy.status is Status.FAILED
+    assert busy.summary == "2 of 4 applications need attention."
+    assert [f.name for f in busy.facts] == ["gamma", "delta"]  # Degraded before OutOfSync
+    assert [a.command for a in busy.actions] == ["status gamma", "status delta"]

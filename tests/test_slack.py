@@ -310,7 +310,7 @@ async def test_help_lists_the_commands_under_their_configured_names(
             "/argo-rollback APP [COMMIT]",
             "/argo-selfheal off|on APP [DURATION]",
             "/argo-verify-rootless APP",
-            "/argo-status APP",
+            "/argo-status [APP]",
         ):
             assert line in text
         await h.command("/argo-status", "orders")
