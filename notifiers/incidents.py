@@ -25,6 +25,10 @@ Lifecycle (``Incident.state``)::
 The engine is pure and single-threaded: the caller passes ``now`` and persists what it returns
 (``Changes``: incidents to save, messages to deliver). It never does I/O, so tests drive it
 deterministically and the bot runs it inside its group-commit writer.
+
+This module holds the lifecycle; the values live in ``notifiers.incident_model``, the wording of
+each message in ``notifiers.incident_alerts`` and the Warning-event rules in
+``notifiers.warning_events``. Their public names are importable from here as before.
 """
 
 from __future__ import annotations
@@ -32,210 +36,49 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from dataclasses import replace
+from typing import cast
 
-from commands.results import Action
-from notifiers.alert import Alert, AlertKind, CommitRef, EventCount, ResourceProblem, Severity
+from notifiers import incident_alerts, warning_events
+from notifiers.alert import Alert
+from notifiers.incident_alerts import Actions, default_actions
+from notifiers.incident_model import (
+    ACK_KEY_MAX,
+    Changes,
+    Effect,
+    Incident,
+    Op,
+    Policy,
+    Problem,
+    Signal,
+    SignalKind,
+    State,
+    absorb,
+    incident_key,
+)
 from notifiers.routing import Target
+from notifiers.warning_events import OTHER_EVENTS
 
-Problem = Literal["sync_failed", "degraded", "warning_events"]
-SignalKind = Literal["sync_failed", "degraded", "healthy", "sync_ok", "warning", "deleted", "info"]
-State = Literal["pending", "open", "recovering", "resolved", "closed"]
-Op = Literal["post", "update", "reply"]
-
-OTHER_EVENTS = ("(other)", "more objects")  # where events beyond max_event_groups are counted
-ACK_KEY_MAX = 80  # "ack <key>" must fit a Discord custom_id (100) after its prefix
-_PROBLEM_WORDS = {"sync_failed": "sync failed", "degraded": "Degraded", "warning_events": ""}
-_SEVERITY = {
-    "sync_failed": Severity.CRITICAL,
-    "degraded": Severity.CRITICAL,
-    "warning_events": Severity.WARNING,
-}
-
-
-@dataclass(frozen=True)
-class Signal:
-    """One observation about one app, from any source."""
-
-    kind: SignalKind
-    app: str
-    source: str = "watch"  # webhook | watch | events
-    project: str = ""
-    cluster: str = ""
-    namespace: str = ""
-    revision: str = ""
-    url: str | None = None
-    message: str = ""
-    operation: str = ""  # identity of a sync operation (its startedAt)
-    resources: tuple[ResourceProblem, ...] = ()
-    commit: CommitRef | None = None
-    event: EventCount | None = None  # warnings: count = NEW occurrences in this signal
-
-
-@dataclass(frozen=True)
-class Policy:
-    degraded_grace: float = 60.0
-    flap_window: float = 600.0
-    flapping_hold: float = 300.0
-    warning_quiet: float = 600.0
-    reannounce_interval: float = 1800.0
-    max_event_groups: int = 25
-
-
-@dataclass(frozen=True)
-class Effect:
-    """A message to deliver: the root ``post``, an ``update`` (edit) of it, or a ``reply``."""
-
-    incident_id: int
-    targets: tuple[Target, ...]
-    op: Op
-    alert: Alert
-    broadcast: bool = False
-
-
-@dataclass
-class Changes:
-    effects: list[Effect] = field(default_factory=list)
-    saved: dict[int, Incident] = field(default_factory=dict)
-    dropped: set[int] = field(default_factory=set)
-
-    def emit(self, effect: Effect) -> None:
-        """Append, folding an edit into the previous message of the same incident when that
-        one is the root post or an edit: only the latest state needs to go out."""
-        if effect.op == "update":
-            for i in range(len(self.effects) - 1, -1, -1):
-                prev = self.effects[i]
-                if prev.incident_id != effect.incident_id:
-                    continue
-                if prev.op in ("post", "update"):
-                    self.effects[i] = replace(prev, alert=effect.alert)
-                    return
-                break
-        self.effects.append(effect)
-
-    def merge(self, other: Changes) -> None:
-        for e in other.effects:
-            self.emit(e)
-        for i in other.dropped:
-            self.saved.pop(i, None)
-        self.saved.update(other.saved)
-        self.dropped |= other.dropped
-        for i in other.saved:
-            self.dropped.discard(i)
-
-
-@dataclass
-class Incident:
-    id: int
-    key: str
-    app: str
-    problem: Problem
-    state: State
-    opened_at: float
-    targets: tuple[Target, ...] = ()
-    project: str = ""
-    cluster: str = ""
-    namespace: str = ""
-    revision: str = ""
-    url: str | None = None
-    message: str = ""
-    operation: str = ""
-    resources: tuple[ResourceProblem, ...] = ()
-    commit: CommitRef | None = None
-    events: dict[tuple[str, str], list[Any]] = field(default_factory=dict)  # -> [message, n]
-    events_total: int = 0
-    pending_until: float | None = None
-    announced_at: float | None = None
-    last_announce: float | None = None
-    recovering_since: float | None = None
-    resolved_at: float | None = None
-    resolution: str = ""
-    last_event_at: float | None = None
-    flaps: int = 0
-    repeats: int = 0
-    acked_by: str | None = None
-    acked_at: float | None = None
-
-    # -- persistence ----------------------------------------------------------------------
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "targets":
-                value = [[t.platform, t.channel] for t in value]
-            elif f.name == "resources":
-                value = [vars(r) for r in value]
-            elif f.name == "commit":
-                value = None if value is None else vars(value)
-            elif f.name == "events":
-                value = [[r, o, m, n] for (r, o), (m, n) in value.items()]
-            out[f.name] = value
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Incident:
-        d = dict(data)
-        d["targets"] = tuple(Target(p, c) for p, c in d.get("targets", ()))
-        d["resources"] = tuple(ResourceProblem(**r) for r in d.get("resources", ()))
-        d["commit"] = None if d.get("commit") is None else CommitRef(**d["commit"])
-        d["events"] = {(r, o): [m, int(n)] for r, o, m, n in d.get("events", ())}
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    # -- timing ---------------------------------------------------------------------------
-    def deadline(self, policy: Policy) -> float | None:
-        if self.state == "pending":
-            return self.pending_until
-        if self.state == "recovering" and self.recovering_since is not None:
-            return self.recovering_since + (policy.flapping_hold if self.flaps else 0.0)
-        if self.state == "open" and self.problem == "warning_events":
-            return (self.last_event_at or self.opened_at) + policy.warning_quiet
-        if self.state == "resolved" and self.resolved_at is not None:
-            return self.resolved_at + policy.flap_window
-        return None
-
-    @property
-    def active(self) -> bool:
-        return self.state in ("pending", "open", "recovering")
-
-    def ack_command(self) -> str:
-        return f"ack {self.key}" if len(self.key) <= ACK_KEY_MAX else f"ack #{self.id}"
-
-
-def incident_key(app: str, problem: str) -> str:
-    return f"{app}:{problem}"
-
+__all__ = [
+    "ACK_KEY_MAX",
+    "OTHER_EVENTS",
+    "Actions",
+    "Changes",
+    "Effect",
+    "Engine",
+    "Incident",
+    "Op",
+    "Policy",
+    "Problem",
+    "Route",
+    "Signal",
+    "SignalKind",
+    "State",
+    "default_actions",
+    "incident_key",
+]
 
 Route = Callable[[str, str, str], tuple[Target, ...]]
-Actions = Callable[[Incident], tuple[Action, ...]]
-
-
-def default_actions(inc: Incident) -> tuple[Action, ...]:
-    """Buttons on an open incident: each a command string routed back to the dispatcher."""
-    if inc.state in ("resolved", "closed"):
-        return ()
-    app = inc.app
-    actions = [
-        Action("Sync", f"sync {app}", style="primary"),
-        Action(
-            "Rollback",
-            f"rollback {app}",
-            style="danger",
-            confirm=f"Revert the last commit of {app} in Git and sync it?",
-        ),
-        Action(
-            "Self-heal off",
-            f"selfheal off {app}",
-            style="danger",
-            confirm=f"Turn self-heal off for {app}? Argo CD stops undoing manual changes.",
-        ),
-        Action("Verify rootless", f"verify-rootless {app}"),
-    ]
-    if not inc.acked_by:
-        actions.append(Action("Acknowledge", inc.ack_command()))
-    return tuple(actions)
 
 
 class Engine:
@@ -291,58 +134,11 @@ class Engine:
 
     # -- rendering ------------------------------------------------------------------------
     def alert(self, inc: Incident, now: float) -> Alert:
-        resolved = inc.state in ("resolved", "closed")
-        kind: AlertKind = "recovered" if resolved else inc.problem
-        if resolved:
-            title = f"{inc.app}: recovered"
-            summary = inc.resolution
-        else:
-            word = _PROBLEM_WORDS[inc.problem] or f"{inc.events_total} Warning events"
-            title = f"{inc.app}: {word}"
-            summary = inc.message
-            if inc.state == "recovering":
-                summary = "Recovering; " + (summary or "waiting to see it stay healthy.")
-        if inc.flaps:
-            title += f" (flapping, {inc.flaps + 1}×)"
-        return Alert(
-            key=inc.key,
-            app=inc.app,
-            kind=kind,
-            severity=Severity.RESOLVED if resolved else _SEVERITY[inc.problem],
-            title=title,
-            summary=summary,
-            occurred_at=datetime.fromtimestamp(inc.opened_at, UTC),
-            project=inc.project,
-            cluster=inc.cluster,
-            namespace=inc.namespace,
-            revision=inc.revision,
-            resources=inc.resources,
-            commit=inc.commit,
-            url=inc.url or (f"{self.ui_url}/applications/{inc.app}" if self.ui_url else None),
-            events=self._event_counts(inc),
-            actions=self.actions(inc),
-            acknowledged_by=inc.acked_by,
-            recovered_after=(inc.resolved_at - inc.opened_at)
-            if resolved and inc.resolved_at is not None
-            else None,
-        )
-
-    def _event_counts(self, inc: Incident) -> tuple[EventCount, ...]:
-        groups = sorted(inc.events.items(), key=lambda kv: (-int(kv[1][1]), kv[0]))
-        return tuple(EventCount(r, o, str(m), int(n)) for (r, o), (m, n) in groups)
+        return incident_alerts.incident_alert(inc, ui_url=self.ui_url, actions=self.actions)
 
     def _note(self, inc: Incident, now: float, title: str, summary: str = "") -> Alert:
         """A thread reply about ``inc`` (repeat, acknowledgement, recovery, re-announcement)."""
-        base = self.alert(inc, now)
-        return replace(
-            base,
-            title=title,
-            summary=summary,
-            occurred_at=datetime.fromtimestamp(now, UTC),
-            events=(),
-            resources=base.resources if base.kind != "recovered" else (),
-            actions=(),
-        )
+        return incident_alerts.note(self.alert(inc, now), now, title, summary)
 
     def _post(self, ch: Changes, inc: Incident, now: float) -> None:
         inc.state = "open"
@@ -389,28 +185,9 @@ class Engine:
             opened_at=now,
             targets=self.route(sig.app, sig.project or "default", sig.namespace),
         )
-        self._merge(inc, sig)
+        absorb(inc, sig)
         self.incidents[inc.key] = inc
         return inc
-
-    @staticmethod
-    def _merge(inc: Incident, sig: Signal) -> bool:
-        """Take what the signal knows better; True when anything visible changed."""
-        before = (inc.project, inc.cluster, inc.namespace, inc.revision, inc.url, inc.message)
-        before_res, before_commit = inc.resources, inc.commit
-        inc.project = sig.project or inc.project
-        inc.cluster = sig.cluster or inc.cluster
-        inc.namespace = sig.namespace or inc.namespace
-        inc.revision = sig.revision or inc.revision
-        inc.url = sig.url or inc.url
-        if sig.kind != "warning":
-            inc.message = sig.message or inc.message
-        if sig.resources:
-            inc.resources = sig.resources
-        if sig.commit is not None and (not inc.revision or sig.commit.sha == inc.revision):
-            inc.commit = sig.commit
-        after = (inc.project, inc.cluster, inc.namespace, inc.revision, inc.url, inc.message)
-        return after != before or inc.resources != before_res or inc.commit != before_commit
 
     def _on_problem(self, ch: Changes, sig: Signal, now: float) -> None:
         problem = cast(Problem, sig.kind)
@@ -428,7 +205,7 @@ class Engine:
                 self._post(ch, inc, now)
             self._save(ch, inc)
             return
-        changed = self._merge(inc, sig)
+        changed = absorb(inc, sig)
         if inc.state == "pending":
             self._save(ch, inc)
             return
@@ -443,7 +220,7 @@ class Engine:
             inc.resolution = ""
             self._update(ch, inc, now)
             if first_flap:
-                word = _PROBLEM_WORDS[problem]
+                word = incident_alerts.PROBLEM_WORDS[problem]
                 self._reply(ch, inc, self._note(inc, now, f"{inc.app}: {word} again", inc.message))
         elif new_op:
             inc.repeats += 1
@@ -478,8 +255,7 @@ class Engine:
         inc.state = "resolved"
         inc.resolved_at = now
         self._update(ch, inc, now)
-        alert = self.alert(inc, now)
-        self._reply(ch, inc, replace(alert, actions=(), events=(), resources=()))
+        self._reply(ch, inc, incident_alerts.closing(self.alert(inc, now)))
         self._save(ch, inc)
 
     def _on_healthy(self, ch: Changes, sig: Signal, now: float) -> None:
@@ -514,19 +290,14 @@ class Engine:
             inc = self.incidents.get(incident_key(sig.app, problem))
             # resources found later (the resource tree) describe health, not the sync result
             found = sig if problem == "degraded" else replace(sig, resources=())
-            if inc is not None and inc.active and self._merge(inc, found):
+            if inc is not None and inc.active and absorb(inc, found):
                 self._update(ch, inc, now)
                 self._save(ch, inc)
 
     def _on_warning(self, ch: Changes, sig: Signal, now: float) -> None:
         if sig.event is None or sig.event.count <= 0:
             return
-        target = None
-        for problem in ("degraded", "sync_failed"):
-            inc = self.incidents.get(incident_key(sig.app, problem))
-            if inc is not None and inc.active:
-                target = inc
-                break
+        target = warning_events.owner(self.incidents, sig.app)
         if target is None:
             target = self.incidents.get(incident_key(sig.app, "warning_events"))
             if target is None or target.state == "closed":
@@ -538,7 +309,7 @@ class Engine:
                 target.state = "open"
                 target.resolved_at = None
                 target.resolution = ""
-        self._count(target, sig.event)
+        warning_events.fold(target, sig.event, self.policy.max_event_groups)
         target.last_event_at = now
         if target.state == "pending" and target.pending_until is not None:
             if target.pending_until <= now:
@@ -546,21 +317,6 @@ class Engine:
         else:
             self._update(ch, target, now)
         self._save(ch, target)
-
-    def _count(self, inc: Incident, ev: EventCount) -> None:
-        key = (ev.reason, ev.object)
-        group = inc.events.get(key)
-        if group is None and len(inc.events) >= self.policy.max_event_groups:
-            key = OTHER_EVENTS
-            group = inc.events.get(key)
-            if group is None:
-                group = inc.events[key] = ["", 0]
-        elif group is None:
-            group = inc.events[key] = [ev.message, 0]
-        if ev.message and key != OTHER_EVENTS:
-            group[0] = ev.message
-        group[1] = int(group[1]) + ev.count
-        inc.events_total += ev.count
 
     # -- time -----------------------------------------------------------------------------
     def tick(self, now: float) -> Changes:
