@@ -9,34 +9,43 @@ An object belongs to an Argo CD app when it carries ``app.kubernetes.io/instance
 ``argocd.argoproj.io/tracking-id`` annotation starting with ``<app>:``; a pod also belongs to it
 through its owning StatefulSet.
 
-Whether a container runs as root is answered from the most trusted source available: the UID the
-kubelet reports (``status.containerStatuses[].user.linux.uid``), else ``id -u`` over pods/exec,
-else the declared securityContext (a claim, reported as such), else "unknown".
+Whether a container runs as root is answered in ``commands.kube_uids`` (kubelet report, then
+``id -u`` over pods/exec, then the declared securityContext); ``KubeOps.container_uids`` feeds
+it the app's pods. ``ContainerUid`` and ``UidSource`` are importable from here as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from kubernetes import client as k8s
-from kubernetes.stream import stream as k8s_stream
 
-from commands import errors
+from commands import errors, kube_uids
 from commands import kube_client as kc
+from commands.kube_uids import ContainerUid, UidSource
 from commands.validation import human
 
-_stream: Any = k8s_stream  # the client's stream helper carries no annotations
+__all__ = [
+    "INSTANCE_LABEL",
+    "MERGE_PATCH",
+    "TRACKING_ANNOTATION",
+    "ContainerUid",
+    "KubeOps",
+    "RawObject",
+    "StatefulSetInfo",
+    "UidSource",
+    "belongs_to",
+    "statefulset_info",
+]
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
 RawObject = kc.RawObject
-UidSource = Literal["status", "exec", "securityContext", "unknown"]
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -61,19 +70,6 @@ class StatefulSetInfo:
         )
 
 
-@dataclass(frozen=True)
-class ContainerUid:
-    pod: str
-    container: str
-    uid: int | None
-    source: UidSource
-    detail: str
-
-    @property
-    def root(self) -> bool:
-        return self.uid == 0
-
-
 def belongs_to(obj: RawObject, app: str) -> bool:
     meta = obj.get("metadata") or {}
     if (meta.get("labels") or {}).get(INSTANCE_LABEL) == app:
@@ -96,13 +92,6 @@ def statefulset_info(obj: RawObject) -> StatefulSetInfo:
         observed_generation=int(status.get("observedGeneration") or 0),
         annotations=dict(meta.get("annotations") or {}),
     )
-
-
-class _ExecUnavailable(Exception):
-    def __init__(self, detail: str, *, forbidden: bool = False) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.forbidden = forbidden
 
 
 class KubeOps:
@@ -298,86 +287,14 @@ class KubeOps:
     # -- who runs as root -------------------------------------------------------------------------
 
     async def container_uids(self, namespace: str, app: str) -> list[ContainerUid]:
-        """The effective UID of every running container, from the most trusted source
-        available: the kubelet's report, ``id -u`` through pods/exec, the declared
-        securityContext; ``unknown`` when none answers."""
-        exec_note = "" if self.exec_enabled else "exec check disabled"
-        found: list[ContainerUid] = []
-        for pod in await self.pods(namespace, app):
-            meta, spec, status = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
-            if status.get("phase") != "Running" or meta.get("deletionTimestamp"):
-                continue
-            statuses = {cs.get("name"): cs for cs in status.get("containerStatuses") or []}
-            for container in spec.get("containers") or []:
-                cname = str(container.get("name"))
-                cs = statuses.get(cname)
-                if cs is not None and "running" not in (cs.get("state") or {}):
-                    continue
-                pname = str(meta.get("name"))
-                uid = ((((cs or {}).get("user") or {}).get("linux")) or {}).get("uid")
-                if uid is not None:
-                    found.append(
-                        ContainerUid(pname, cname, int(uid), "status", "reported by the kubelet")
-                    )
-                    continue
-                note = exec_note
-                if not note:
-                    try:
-                        uid = await asyncio.to_thread(self._exec_id_u, namespace, pname, cname)
-                    except _ExecUnavailable as e:
-                        note = e.detail
-                        if e.forbidden:
-                            exec_note = note  # no point asking again for the next containers
-                    else:
-                        found.append(
-                            ContainerUid(pname, cname, uid, "exec", "`id -u` in the container")
-                        )
-                        continue
-                found.append(_declared_uid(pname, container, spec, note))
-        return found
-
-    def _exec_id_u(self, namespace: str, pod: str, container: str) -> int:
-        """Run ``id -u`` over the exec WebSocket (channel 1 stdout, 2 stderr, 3 status)."""
-        try:
-            ws = _stream(
-                self.core.connect_get_namespaced_pod_exec,
-                pod,
-                namespace,
-                command=["id", "-u"],
-                container=container,
-                stderr=True,
-                stdin=False,
-                stdout=True,
-                tty=False,
-                _preload_content=False,
-            )
-        except k8s.ApiException as e:
-            reason = str(e.reason or "")
-            if "Handshake status 403" in reason:
-                raise _ExecUnavailable(
-                    "exec not allowed (the bot lacks create on pods/exec)", forbidden=True
-                ) from None
-            status = re.search(r"Handshake status (\d+)", reason)
-            what = f"HTTP {status.group(1)}" if status else "connection failed"
-            raise _ExecUnavailable(f"exec failed ({what})") from None
-        try:
-            try:
-                ws.run_forever(timeout=self.exec_timeout)
-            except Exception as e:  # the WebSocket broke off mid-stream
-                raise _ExecUnavailable(f"exec connection lost ({type(e).__name__})") from None
-            if ws.is_open():
-                raise _ExecUnavailable(f"`id -u` did not finish within {human(self.exec_timeout)}")
-            out, err = str(ws.read_channel(1)), str(ws.read_channel(2))
-            code = _exit_code(str(ws.read_channel(3)))
-        finally:
-            ws.close()
-        if code != 0:
-            first = err.strip().splitlines()[0][:120] if err.strip() else ""
-            raise _ExecUnavailable(f"`id -u` exited with {code}" + (f": {first}" if first else ""))
-        text = out.strip()
-        if not text.isdigit():
-            raise _ExecUnavailable(f"`id -u` printed {text[:40]!r}")
-        return int(text)
+        """The effective UID of every running container of the app (``commands.kube_uids``)."""
+        return await kube_uids.container_uids(
+            self.core,
+            namespace,
+            await self.pods(namespace, app),
+            exec_enabled=self.exec_enabled,
+            exec_timeout=self.exec_timeout,
+        )
 
     # -- permissions ------------------------------------------------------------------------------
 
@@ -428,47 +345,6 @@ class KubeOps:
                 what = f"{resource}/{sub}" if sub else resource
                 missing.append(f"{verb} {what} {where}")
         return missing
-
-
-def _exit_code(raw_status: str) -> int:
-    """Channel 3 carries a Status: Success, or NonZeroExitCode with the code as a cause."""
-    try:
-        status = json.loads(raw_status) if raw_status.strip() else {}
-    except ValueError:
-        return -1
-    if status.get("status") == "Success":
-        return 0
-    for cause in (status.get("details") or {}).get("causes") or []:
-        if cause.get("reason") == "ExitCode" and str(cause.get("message", "")).isdigit():
-            return int(cause["message"])
-    return -1
-
-
-def _declared_uid(pod: str, container: RawObject, spec: RawObject, exec_note: str) -> ContainerUid:
-    """The securityContext claim, container-level fields over pod-level ones."""
-    c_ctx = container.get("securityContext") or {}
-    p_ctx = spec.get("securityContext") or {}
-    name = str(container.get("name"))
-    for level, ctx in (("container", c_ctx), ("pod", p_ctx)):
-        if ctx.get("runAsUser") is not None:
-            return ContainerUid(
-                pod,
-                name,
-                int(ctx["runAsUser"]),
-                "securityContext",
-                f"declared runAsUser in the {level} securityContext (not verified)",
-            )
-    non_root = c_ctx.get("runAsNonRoot", p_ctx.get("runAsNonRoot"))
-    if non_root:
-        return ContainerUid(pod, name, None, "securityContext", "runAsNonRoot declared")
-    why = [exec_note] if exec_note else []
-    return ContainerUid(
-        pod,
-        name,
-        None,
-        "unknown",
-        "; ".join([*why, "no UID reported by the kubelet and no runAsUser declared"]),
-    )
 
 
 def _span(seconds: float) -> str:
