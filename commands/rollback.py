@@ -29,6 +29,7 @@ from commands.results import (
 from commands.sync import (
     SyncFailed,
     SyncOptions,
+    app_updates,
     degraded_problems,
     fail_running,
     failed_result,
@@ -251,28 +252,23 @@ async def _wait_revision(svc: Services, name: str, sha: str, step: StepLog) -> A
         rev = str((app.operation_state.get("syncResult") or {}).get("revision") or "")
         return rev == sha or app.revision == sha
 
-    while True:
-        try:
-            async for _t, app in svc.argocd.watch(name=name):
-                if app.name != name:
-                    continue
-                if ours(app) and app.operation is None and app.phase in FAILED_PHASES:
-                    raise SyncFailed(
-                        f"Sync of {name} to {short(sha)} failed: {app.operation_message or app.phase}",
-                        app.sync_problems(),
-                        revision=sha,
-                    )
-                if app.revision == sha and not app.operation_running:
-                    if app.health_status == "Degraded":
-                        raise SyncFailed(
-                            f"{name} is Degraded after the rollback.",
-                            await degraded_problems(svc, app),
-                            revision=sha,
-                        )
-                    if app.sync_status == "Synced" and app.health_status == "Healthy":
-                        return app
-        except errors.Unavailable:
-            await asyncio.sleep(0.5)
+    async for app in app_updates(svc, name):
+        if ours(app) and app.operation is None and app.phase in FAILED_PHASES:
+            raise SyncFailed(
+                f"Sync of {name} to {short(sha)} failed: {app.operation_message or app.phase}",
+                app.sync_problems(),
+                revision=sha,
+            )
+        if app.revision == sha and not app.operation_running:
+            if app.health_status == "Degraded":
+                raise SyncFailed(
+                    f"{name} is Degraded after the rollback.",
+                    await degraded_problems(svc, app),
+                    revision=sha,
+                )
+            if app.sync_status == "Synced" and app.health_status == "Healthy":
+                return app
+    raise AssertionError("app_updates never ends")  # pragma: no cover
 
 
 async def rollback_cli(

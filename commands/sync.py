@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from commands import errors, validation
@@ -223,27 +224,31 @@ def _our_operation_finished(app: Application, request_id: str) -> bool:
     return app.operation_info(REQUEST_ID_INFO) == request_id and app.phase in TERMINAL_PHASES
 
 
-async def wait_until_done(svc: Services, name: str, request_id: str, step: StepLog) -> Application:
-    last_detail = ""
+async def app_updates(svc: Services, name: str) -> AsyncIterator[Application]:
+    """Every state of app ``name`` from Argo CD's stream. When the stream drops or ends, the app
+    is read once (so nothing between two streams is missed) and the stream reopened."""
     while True:
         try:
             async for _type, app in svc.argocd.watch(name=name):
-                if app.name != name:
-                    continue
-                verdict = await _judge(svc, app, request_id)
-                if verdict is not None:
-                    return verdict
-                detail = _progress_detail(app)
-                if detail != last_detail:
-                    last_detail = detail
-                    await step("wait", StepState.RUNNING, detail)
+                if app.name == name:
+                    yield app
         except errors.Unavailable:
-            pass  # the stream dropped: read the app once, then reopen the stream
-        app = await svc.argocd.get(name)
+            pass
+        yield await svc.argocd.get(name)
+        await asyncio.sleep(0.5)
+
+
+async def wait_until_done(svc: Services, name: str, request_id: str, step: StepLog) -> Application:
+    last_detail = ""
+    async for app in app_updates(svc, name):
         verdict = await _judge(svc, app, request_id)
         if verdict is not None:
             return verdict
-        await asyncio.sleep(0.5)
+        detail = _progress_detail(app)
+        if detail != last_detail:
+            last_detail = detail
+            await step("wait", StepState.RUNNING, detail)
+    raise AssertionError("app_updates never ends")  # pragma: no cover
 
 
 async def _judge(svc: Services, app: Application, request_id: str) -> Application | None:
