@@ -289,7 +289,7 @@ async def check_response(
         if status == 404 or client is None or app is None:
             raise await _not_found(app, client)
         # A missing app also answers 403 unless ?project= is given: tell the two apart.
-        raise await _not_found_or_denied(app, client)
+        raise await _not_found(app, client, maybe_denied=True)
     if status == 403:
         raise errors.Denied(
             f"Argo CD denied the bot access to {what}: {msg or 'permission denied'}.",
@@ -311,25 +311,20 @@ async def check_response(
     raise errors.CommandError(f"Argo CD answered {status} for {what}: {msg}.")
 
 
-async def _not_found(app: str | None, client: ArgoCD | None) -> errors.NotFound:
+async def _not_found(
+    app: str | None, client: ArgoCD | None, *, maybe_denied: bool = False
+) -> errors.CommandError:
+    """No such app, with close matches from the app list. With ``maybe_denied`` (a 403, which
+    Argo CD also answers for a missing app) an app that IS in the list means a real denial."""
     if not app:
         return errors.NotFound("Argo CD could not find that resource.")
-    suggestions: tuple[str, ...] = ()
+    names: list[str] = []
     if client is not None:
         try:
-            suggestions = tuple(difflib.get_close_matches(app, await client.names(), n=3))
+            names = await client.names()
         except errors.CommandError:
-            suggestions = ()
-    hint = f"Did you mean '{suggestions[0]}'?" if suggestions else "Check the name with /status."
-    return errors.NotFound(f"No application '{app}'.", hint=hint, suggestions=suggestions)
-
-
-async def _not_found_or_denied(app: str, client: ArgoCD) -> errors.CommandError:
-    try:
-        names = await client.names()
-    except errors.CommandError:
-        names = []
-    if app in names:
+            names = []
+    if maybe_denied and app in names:
         return errors.Denied(
             f"Argo CD denied the bot access to application '{app}'.",
             hint="Grant the bot's account the needed RBAC in argocd-rbac-cm.",
