@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, Literal
 
 import httpx
@@ -149,7 +149,7 @@ class ArgoCD:
 
     async def watch(
         self, *, name: str | None = None, selector: str | None = None
-    ) -> AsyncIterator[tuple[str, Application]]:
+    ) -> AsyncGenerator[tuple[str, Application], None]:
         """Yield ``(type, app)`` from the application stream until the server closes it."""
         params: dict[str, str] = {}
         if name:

@@ -10,6 +10,7 @@ SHA, author, subject, age and files.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 
 from commands import errors, githost, validation
@@ -252,22 +253,23 @@ async def _wait_revision(svc: Services, name: str, sha: str, step: StepLog) -> A
         rev = str((app.operation_state.get("syncResult") or {}).get("revision") or "")
         return rev == sha or app.revision == sha
 
-    async for app in app_updates(svc, name):
-        if ours(app) and app.operation is None and app.phase in FAILED_PHASES:
-            raise SyncFailed(
-                f"Sync of {name} to {short(sha)} failed: {app.operation_message or app.phase}",
-                app.sync_problems(),
-                revision=sha,
-            )
-        if app.revision == sha and not app.operation_running:
-            if app.health_status == "Degraded":
+    async with contextlib.aclosing(app_updates(svc, name)) as updates:
+        async for app in updates:
+            if ours(app) and app.operation is None and app.phase in FAILED_PHASES:
                 raise SyncFailed(
-                    f"{name} is Degraded after the rollback.",
-                    await degraded_problems(svc, app),
+                    f"Sync of {name} to {short(sha)} failed: {app.operation_message or app.phase}",
+                    app.sync_problems(),
                     revision=sha,
                 )
-            if app.sync_status == "Synced" and app.health_status == "Healthy":
-                return app
+            if app.revision == sha and not app.operation_running:
+                if app.health_status == "Degraded":
+                    raise SyncFailed(
+                        f"{name} is Degraded after the rollback.",
+                        await degraded_problems(svc, app),
+                        revision=sha,
+                    )
+                if app.sync_status == "Synced" and app.health_status == "Healthy":
+                    return app
     raise AssertionError("app_updates never ends")  # pragma: no cover
 
 

@@ -9,9 +9,10 @@ explain why. If the stream drops, the app is read again and the stream reopened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from commands import errors, validation
@@ -224,14 +225,15 @@ def _our_operation_finished(app: Application, request_id: str) -> bool:
     return app.operation_info(REQUEST_ID_INFO) == request_id and app.phase in TERMINAL_PHASES
 
 
-async def app_updates(svc: Services, name: str) -> AsyncIterator[Application]:
+async def app_updates(svc: Services, name: str) -> AsyncGenerator[Application, None]:
     """Every state of app ``name`` from Argo CD's stream. When the stream drops or ends, the app
     is read once (so nothing between two streams is missed) and the stream reopened."""
     while True:
         try:
-            async for _type, app in svc.argocd.watch(name=name):
-                if app.name == name:
-                    yield app
+            async with contextlib.aclosing(svc.argocd.watch(name=name)) as stream:
+                async for _type, app in stream:
+                    if app.name == name:
+                        yield app
         except errors.Unavailable:
             pass
         yield await svc.argocd.get(name)
@@ -240,14 +242,15 @@ async def app_updates(svc: Services, name: str) -> AsyncIterator[Application]:
 
 async def wait_until_done(svc: Services, name: str, request_id: str, step: StepLog) -> Application:
     last_detail = ""
-    async for app in app_updates(svc, name):
-        verdict = await _judge(svc, app, request_id)
-        if verdict is not None:
-            return verdict
-        detail = _progress_detail(app)
-        if detail != last_detail:
-            last_detail = detail
-            await step("wait", StepState.RUNNING, detail)
+    async with contextlib.aclosing(app_updates(svc, name)) as updates:
+        async for app in updates:
+            verdict = await _judge(svc, app, request_id)
+            if verdict is not None:
+                return verdict
+            detail = _progress_detail(app)
+            if detail != last_detail:
+                last_detail = detail
+                await step("wait", StepState.RUNNING, detail)
     raise AssertionError("app_updates never ends")  # pragma: no cover
 
 
