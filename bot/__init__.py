@@ -1,0 +1,1 @@
+"""The running program: settings, metrics, and the cli, server, chat, alerts and state subpackages (layered in that order, chat and alerts independent). Only bot/ reads the environment or imports a chat SDK."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from commands.apps import Application
+from commands.argocd.app import Application
 from commands.context import Caller, Services
 from commands.results import Fact, Progress, Result, Status, no_progress
 from commands.sync import SyncOptions, sync

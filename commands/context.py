@@ -7,12 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from commands.argocd import ArgoCD
+from commands.argocd.client import ArgoCD
 from commands.ports import Timers
 
 if TYPE_CHECKING:
-    from commands.githost import GitHost
-    from commands.kube import KubeOps
+    from commands.githost.port import GitHost
+    from commands.kube.ops import KubeOps
 
 
 @dataclass

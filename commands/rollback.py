@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from commands import errors, githost, validation
-from commands.apps import FAILED_PHASES, Application, short
+from commands import errors, validation
+from commands.argocd.app import FAILED_PHASES, Application, short
 from commands.context import Caller, Services
+from commands.githost import port as githost
 from commands.results import (
     Action,
     Fact,

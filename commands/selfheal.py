@@ -12,7 +12,7 @@ import datetime as dt
 from typing import Literal
 
 from commands import errors, validation
-from commands.apps import Application
+from commands.argocd.app import Application
 from commands.context import Caller, Services
 from commands.results import Action, Fact, Link, Result, Status
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from commands import validation
-from commands.apps import Application, short
+from commands.argocd.app import Application, short
 from commands.context import Services
 from commands.results import Action, Fact, Link, Result, Status
 from commands.selfheal import TIMER_KIND

@@ -16,8 +16,15 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from commands import errors, validation
-from commands.apps import FAILED_PHASES, TERMINAL_PHASES, Application, Problem, short, tree_problems
-from commands.argocd import REQUEST_ID_INFO
+from commands.argocd.app import (
+    FAILED_PHASES,
+    TERMINAL_PHASES,
+    Application,
+    Problem,
+    short,
+    tree_problems,
+)
+from commands.argocd.client import REQUEST_ID_INFO
 from commands.context import Caller, Services
 from commands.results import (
     Action,
@@ -162,7 +169,7 @@ async def run_presync(svc: Services, app: Application, opts: SyncOptions, step: 
     if svc.kube is None:
         await step("presync", StepState.SKIPPED, "no Kubernetes access configured")
         return
-    from commands import hooks
+    from commands.kube import hooks
 
     await hooks.presync(
         svc.kube, app.dest_namespace, app.name, timeout=opts.presync_timeout, step=step
@@ -176,7 +183,7 @@ async def run_postsync(svc: Services, app: Application, opts: SyncOptions, step:
     if svc.kube is None:
         await step("postsync", StepState.SKIPPED, "no Kubernetes access configured")
         return
-    from commands import hooks
+    from commands.kube import hooks
 
     await hooks.postsync(
         svc.kube, app.dest_namespace, app.name, timeout=opts.postsync_timeout, step=step

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from commands import errors, hooks, validation
-from commands.argocd import ArgoCD
+from commands import errors, validation
+from commands.argocd.client import ArgoCD
 from commands.context import Services
+from commands.kube import hooks
 from commands.results import Fact, Progress, Result, Status, StepLog, no_progress
 from commands.sync import fail_running
 
 if TYPE_CHECKING:
-    from commands.kube import KubeOps
+    from commands.kube.ops import KubeOps
 
 
 def _need_kube(kube: KubeOps | None) -> KubeOps:

@@ -1,0 +1,1 @@
+"""Alerts: the alert model, incidents (correlation, de-duplication), rendering to Slack and Discord, routing and delivery through a persistent outbox. May import commands (results, validation); never bot."""

@@ -15,12 +15,13 @@ import httpx
 import yaml
 from aiohttp import web
 
-from bot import alerting, webhooks
+from bot.alerts import runner as alerting
+from bot.alerts import webhooks
 from bot.metrics import Registry
 from bot.settings import Settings
-from bot.store import Store
+from bot.state.store import Store
 from notifiers.delivery import ChannelRate, DeliveryPolicy
-from notifiers.incidents import Policy
+from notifiers.incidents.engine import Policy
 from tests.gotemplate import render
 
 TOKEN = "test-webhook-token-0123456789"

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.serve import Bot
+from bot.server.serve import Bot
 from bot.settings import Authorization, Grant, Settings
 from commands.results import Result, Step
 from tests.fakes import discord_payloads as dp

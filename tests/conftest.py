@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.store import Store, StoreTimers
-from commands.argocd import ArgoCD
+from bot.state.store import Store, StoreTimers
+from commands.argocd.client import ArgoCD
 from commands.context import Services
-from commands.kube import KubeOps
+from commands.kube.ops import KubeOps
 from tests.fakes.argocd_api import FakeArgoCD
 from tests.fakes.kube_api import FakeKube, api_client
 from tests.fakes.slack_api import FakeSlack

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from commands.argocd import ArgoCD
+from commands.argocd.client import ArgoCD
 from commands.context import Services
-from notifiers.incidents import Policy
+from notifiers.incidents.engine import Policy
 from tests.alert_fixtures import TOKEN, Harness, body_for, degraded_app, failed_app, settings
 from tests.fakes.argocd_fixtures import make_app
 from tests.fakes.kube_api import FakeKube, api_client
@@ -101,7 +101,7 @@ async def test_webhook_and_watch_are_one_alert_and_events_join_it(tmp_path, slac
 
 
 async def test_alert_names_the_commit_author_and_the_degraded_pods(tmp_path, slack, argo):
-    from commands.github import GitHubHost
+    from commands.githost.github.host import GitHubHost
     from tests.fakes.github_api import FakeGitHub
     from tests.fakes.gitrepo import Workspace
 
@@ -147,7 +147,7 @@ def _free_port() -> int:
 
 def _serve(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "serve"],
+        [sys.executable, "-m", "bot.cli.main", "serve"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.authz import Authorizer, GroupCache
-from bot.dispatch import Invocation
+from bot.chat.authz import Authorizer, GroupCache
+from bot.chat.dispatch import Invocation
+from bot.chat.slack import group_resolver
 from bot.settings import Authorization, Grant
-from bot.slack_app import group_resolver
 from commands import errors
 from tests.fakes.slack_api import FakeSlack
 

@@ -48,7 +48,7 @@ def test_help_exits_zero_and_lists_commands():
 
 def test_help_does_not_import_sdks():
     code = (
-        "import sys, bot.cli; "
+        "import sys, bot.cli.main; "
         "print([m for m in sys.modules if m.split('.')[0] in "
         "('kubernetes', 'slack_bolt', 'slack_sdk', 'discord', 'httpx', 'aiohttp')])"
     )

@@ -150,7 +150,7 @@ async def test_selfheal_timer_and_audit(argo: FakeArgoCD, tmp_path: Path):
     p = await chatops("selfheal", "off", "payments", "--for", "30m", env=env)
     assert p.returncode == 0, p.stderr
     assert "Self-heal is now off for payments." in p.stdout
-    from bot.store import Store
+    from bot.state.store import Store
 
     st = Store(tmp_path / "state.db")
     try:

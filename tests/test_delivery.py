@@ -12,7 +12,7 @@ import pytest
 
 from notifiers.alert import EventCount
 from notifiers.delivery import DeliveryPolicy
-from notifiers.incidents import Policy, Signal
+from notifiers.incidents.engine import Policy, Signal
 from tests.alert_fixtures import FAST, Harness, discord_channel, settings
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.recording import until_async
@@ -178,7 +178,7 @@ async def test_ack_command_records_who_and_edits_the_alert(tmp_path, slack):
 
 
 class RecordingReply:
-    """The chat adapter's side of the dispatcher (bot.dispatch.Reply), recorded."""
+    """The chat adapter's side of the dispatcher (bot.chat.dispatch.Reply), recorded."""
 
     def __init__(self) -> None:
         self.results: list = []
@@ -198,8 +198,8 @@ class RecordingReply:
 
 
 async def test_ack_button_goes_through_the_real_dispatcher(tmp_path, slack):
-    from bot.dispatch import Dispatcher, Invocation
-    from bot.store import Store
+    from bot.chat.dispatch import Dispatcher, Invocation
+    from bot.state.store import Store
 
     s = settings(tmp_path, slack=slack, authorization={"slack_team_ids": [slack.team_id]})
     store = Store(tmp_path / "dispatch.db")

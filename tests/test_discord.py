@@ -19,11 +19,11 @@ import discord
 import pytest
 import yarl
 
-from bot import discord_app
-from bot.dispatch import Dispatcher
+from bot.chat import discord as discord_app
+from bot.chat.dispatch import Dispatcher
+from bot.server.wiring import services as build_services
 from bot.settings import ConfigError, Settings
-from bot.store import Store
-from bot.wiring import services as build_services
+from bot.state.store import Store
 from commands.context import Services
 from tests.chat_fixtures import DISCORD_OPERATOR_ROLE, discord_settings
 from tests.fakes import discord_payloads as dp

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from bot import wiring
-from bot.dispatch import Dispatcher, Invocation
-from bot.store import Store
+from bot.chat.dispatch import Dispatcher, Invocation
+from bot.server import wiring
+from bot.state.store import Store
 from commands.results import Result, Status
 from commands.selfheal import TIMER_KIND
 from tests.chat_fixtures import (
@@ -255,7 +255,7 @@ async def test_unexpected_errors_show_only_a_reference(
 
     d.register("explode", broken, mutating=False)
     reply = RecordingReply()
-    with caplog.at_level(logging.ERROR, logger="bot.dispatch"):
+    with caplog.at_level(logging.ERROR, logger="bot.chat.dispatch"):
         result = await d.handle(inv("explode"), reply)
     assert result is not None and result.status is Status.FAILED
     m = re.fullmatch(r"Internal error \(ref ([0-9a-f]{4})\)\.", result.summary)

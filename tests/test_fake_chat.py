@@ -27,7 +27,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from commands.results import Action, Fact, Link, Result, Status, Step, StepState
-from notifiers import render_discord, render_slack
+from notifiers.render import discord as render_discord
+from notifiers.render import slack as render_slack
 from tests.fakes import discord_payloads as dp
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.slack_api import RESPONSE_URL_USES, FakeSlack

@@ -23,10 +23,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot import settings as s
-from bot import wiring
+from bot.server import wiring
 from commands import errors
-from commands.github import GitHubHost
-from commands.github_app import GitHubAppAuth
+from commands.githost.github.app_auth import GitHubAppAuth
+from commands.githost.github.host import GitHubHost
 from tests.fakes.github_api import App, FakeGitHub, Grant
 from tests.fakes.gitrepo import Workspace
 

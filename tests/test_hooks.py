@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from commands import errors, hooks
-from commands.hooks import REPLICAS_ANNOTATION
-from commands.kube import KubeOps
+from commands import errors
+from commands.kube import hooks
+from commands.kube.hooks import REPLICAS_ANNOTATION
+from commands.kube.ops import KubeOps
 from commands.results import Status, Step, StepLog, StepState
 from tests.fakes.kube_api import FakeKube, api_client
 

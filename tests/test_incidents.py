@@ -6,7 +6,7 @@ The engine is pure (time is passed in), so these tests drive it with explicit cl
 from __future__ import annotations
 
 from notifiers.alert import EventCount, ResourceProblem
-from notifiers.incidents import (
+from notifiers.incidents.engine import (
     OTHER_EVENTS,
     Changes,
     Engine,

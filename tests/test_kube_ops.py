@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from commands import errors
-from commands.kube import KubeOps
+from commands.kube.ops import KubeOps
 from tests.fakes.kube_api import FakeKube, api_client
 
 NS = "db"

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from commands import merge
-from commands.merge import Entry
+from commands.githost import merge
+from commands.githost.merge import Entry
 
 BASE = b"one\ntwo\nthree\nfour\nfive\nsix\nseven\n"
 

@@ -20,9 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from commands.results import Action, Fact, Link, Result, Status, Step, StepState
-from notifiers import render_common as rc
-from notifiers import render_discord, render_slack
 from notifiers.alert import Alert, CommitRef, EventCount, ResourceProblem, Severity
+from notifiers.render import common as rc
+from notifiers.render import discord as render_discord
+from notifiers.render import slack as render_slack
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"

@@ -12,8 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from commands import errors, githost
-from commands.github import GitHubHost
+from commands import errors
+from commands.githost import port as githost
+from commands.githost.github.host import GitHubHost
 from tests.fakes.github_api import FakeGitHub, Grant
 from tests.fakes.gitrepo import Workspace
 from tests.revert_fixtures import DB, DEPLOYMENT, WEB, edit

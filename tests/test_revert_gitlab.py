@@ -9,8 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from commands import errors, githost
-from commands.gitlab import GitLabHost
+from commands import errors
+from commands.githost import port as githost
+from commands.githost.gitlab import GitLabHost
 from tests.fakes.gitlab_api import DEVELOPER, MAINTAINER, FakeGitLab, Token
 from tests.fakes.gitrepo import Workspace
 from tests.revert_fixtures import DB, DEPLOYMENT, WEB, edit

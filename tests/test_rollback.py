@@ -10,7 +10,7 @@ import pytest
 
 from commands import errors
 from commands.context import Caller, Services
-from commands.github import GitHubHost
+from commands.githost.github.host import GitHubHost
 from commands.results import Status
 from commands.rollback import rollback, rollback_chat, rollback_cli
 from commands.sync import SyncOptions

@@ -11,10 +11,10 @@ from typing import Any
 import discord
 import pytest
 
-from bot import discord_app
-from bot.dispatch import Dispatcher
-from bot.store import Store
-from bot.wiring import services as build_services
+from bot.chat import discord as discord_app
+from bot.chat.dispatch import Dispatcher
+from bot.server.wiring import services as build_services
+from bot.state.store import Store
 from tests.chat_fixtures import (
     DISCORD_OPERATOR_ROLE,
     OPERATOR,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bot.store import Store
+from bot.state.store import Store
 from commands import errors
 from commands.context import Services
 from commands.results import Status

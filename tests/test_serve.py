@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot import serve
-from bot.dispatch import Invocation
-from bot.serve import Bot
+from bot.chat.dispatch import Invocation
+from bot.server import serve
+from bot.server.serve import Bot
 from tests.chat_fixtures import (
     CHANNEL,
     OPERATOR,
@@ -207,7 +207,7 @@ async def test_commands_outliving_the_grace_period_are_recorded_as_interrupted(
 
 
 def audit_rows(tmp_path: Path) -> list[dict[str, Any]]:
-    from bot.store import Store
+    from bot.state.store import Store
 
     store = Store(tmp_path / "state.db")
     try:
@@ -245,9 +245,9 @@ class Timers:
     """A scheduler wired like serve wires it, with what it announced."""
 
     def __init__(self, tmp_path: Path, fake: FakeArgoCD, **kw: Any) -> None:
-        from bot import wiring
-        from bot.scheduler import SelfHealScheduler
-        from bot.store import Store
+        from bot.server import wiring
+        from bot.state.scheduler import SelfHealScheduler
+        from bot.state.store import Store
 
         self.store = Store(tmp_path / "timers.db")
         self.services = wiring.services(chat_settings(tmp_path, fake), with_kube=False)

@@ -2,7 +2,7 @@ import sqlite3
 
 import pytest
 
-from bot import store as st
+from bot.state import store as st
 
 
 def test_migrates_and_reopens(tmp_path):

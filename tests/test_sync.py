@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from commands import errors
-from commands.argocd import ArgoCD
+from commands.argocd.client import ArgoCD
 from commands.context import Caller, Services
-from commands.hooks import REPLICAS_ANNOTATION
+from commands.kube.hooks import REPLICAS_ANNOTATION
 from commands.results import Status, Step, StepState
 from commands.sync import SyncOptions, sync
 from tests.fakes.argocd_api import FakeArgoCD

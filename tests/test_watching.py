@@ -7,15 +7,16 @@ import asyncio
 
 import pytest
 
-from bot import watching
-from commands.argocd import ArgoCD
-from notifiers.incidents import Signal
+from bot.alerts import app_watch, reconnect
+from bot.alerts import event_watch as ew
+from commands.argocd.client import ArgoCD
+from notifiers.incidents.engine import Signal
 from tests.fakes.argocd_api import FakeArgoCD
 from tests.fakes.argocd_fixtures import make_app
 from tests.fakes.kube_api import FakeKube, api_client
 from tests.fakes.recording import until_async
 
-FAST = watching.Backoff(0.05, 0.2)
+FAST = reconnect.Backoff(0.05, 0.2)
 
 
 @pytest.fixture
@@ -36,9 +37,9 @@ class Sink:
         return [s.kind for s in self.signals if app is None or s.app == app]
 
 
-async def watch_apps(argo: FakeArgoCD, sink: Sink) -> tuple[watching.AppWatch, ArgoCD]:
+async def watch_apps(argo: FakeArgoCD, sink: Sink) -> tuple[app_watch.AppWatch, ArgoCD]:
     client = ArgoCD(argo.url, argo.token)
-    w = watching.AppWatch(client, sink, ui_url="https://argocd.example", backoff=FAST)
+    w = app_watch.AppWatch(client, sink, ui_url="https://argocd.example", backoff=FAST)
     w.start()
     await asyncio.wait_for(w.connected.wait(), 5)
     return w, client
@@ -118,13 +119,13 @@ def _pod(name: str, labels: dict[str, str] | None = None, owner: dict | None = N
     return {"metadata": meta, "spec": {"containers": [{"name": "c", "image": "x"}]}}
 
 
-def event_watch(kube: FakeKube, emitted: Emitted, **kw) -> watching.EventWatch:
+def event_watch(kube: FakeKube, emitted: Emitted, **kw) -> ew.EventWatch:
     client = api_client(kube)
     apps = kw.pop("apps", {})
-    correlator = watching.Correlator(
+    correlator = ew.Correlator(
         client, apps_in=lambda ns: frozenset(apps.get(ns, ())), knows=None
     )
-    w = watching.EventWatch(client, correlator, emitted, timeout_seconds=2, backoff=FAST, **kw)
+    w = ew.EventWatch(client, correlator, emitted, timeout_seconds=2, backoff=FAST, **kw)
     w.start()
     assert w.ready.wait(5)
     return w

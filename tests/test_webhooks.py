@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from bot import webhooks
+from bot.alerts import webhooks
 from tests.alert_fixtures import (
     TOKEN,
     TRIGGERS,
@@ -211,7 +211,7 @@ async def test_endpoint_answers_503_until_the_runner_attaches(tmp_path):
 
 
 async def test_webhook_and_watch_reports_are_one_incident(tmp_path, slack):
-    from notifiers.incidents import Signal
+    from notifiers.incidents.engine import Signal
 
     async with Harness(settings(tmp_path, slack=slack)) as h:
         assert h.runner is not None

@@ -2,7 +2,7 @@
 
 Two processes, so the figures are the server's own: this one (load generator and the fakes:
 Slack, Argo CD, Kubernetes) and the server, started as ``python bench_alerts.py --serve CONFIG``:
-the real ``bot.webhooks`` endpoint and ``bot.alerting`` runner on aiohttp, an SQLite state file
+the real ``bot.alerts.webhooks`` endpoint and ``bot.alerts.runner`` runner on aiohttp, an SQLite state file
 with synchronous=FULL, plus ``POST /noop`` that reads the body and answers 202 without storing
 anything (the baseline for the ingest ratio).
 
@@ -48,14 +48,15 @@ TOKEN = "bench-webhook-token"
 async def serve(cfg: dict[str, Any]) -> None:
     from aiohttp import web
 
-    from bot import alerting, webhooks
+    from bot.alerts import runner as alerting
+    from bot.alerts import webhooks
     from bot.metrics import Registry
     from bot.settings import Settings
-    from bot.store import Store
-    from commands.argocd import ArgoCD
+    from bot.state.store import Store
+    from commands.argocd.client import ArgoCD
     from commands.context import Services
     from notifiers.delivery import ChannelRate, DeliveryPolicy
-    from notifiers.incidents import Policy
+    from notifiers.incidents.engine import Policy
 
     settings = Settings(
         webhook_token=TOKEN,

@@ -31,13 +31,13 @@ def main() -> None:
         [
             sys.executable,
             "-c",
-            "import bot.cli, sys; print(sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes','slack_bolt','slack_sdk','discord','httpx','aiohttp')))",
+            "import bot.cli.main, sys; print(sorted(m for m in sys.modules if m.split('.')[0] in ('kubernetes','slack_bolt','slack_sdk','discord','httpx','aiohttp')))",
         ],
         check=True,
         capture_output=True,
         text=True,
     ).stdout.strip()
-    print(f"heavy modules imported by bot.cli: {heavy}")
+    print(f"heavy modules imported by bot.cli.main: {heavy}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Slack ack latency under load: 200 concurrent signed /sync requests against ``chatops serve``.
 
 Three processes, so the figures are the server's and not the load generator's or the fakes':
-the fakes (Argo CD taking ~2 s per sync, the Slack Web API), the bot (``bot.serve.Bot`` with the
+the fakes (Argo CD taking ~2 s per sync, the Slack Web API), the bot (``bot.server.serve.Bot`` with the
 real bolt app behind our aiohttp server), and this one, which fires the requests. In the same
 burst it sends as many GETs to ``/healthz``, a route that does nothing, so the ratio of the two
 shows what acking a command costs on top of merely answering HTTP. Target: every /sync acked,
@@ -71,7 +71,7 @@ def run_bot(values: dict[str, Any], out: Any, stop: Any, done_expected: int) -> 
 
 
 async def _bot(values: dict[str, Any], out: Any, stop: Any, done_expected: int) -> None:
-    from bot.serve import Bot
+    from bot.server.serve import Bot
     from bot.settings import Settings
 
     bot = Bot(Settings(**values), host="127.0.0.1", port=0)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from commands.argocd import ArgoCD
+from commands.argocd.client import ArgoCD
 from commands.context import Services
 from commands.results import Status, Step, StepState
 from commands.sync import SyncOptions, sync

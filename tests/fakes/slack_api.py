@@ -35,7 +35,7 @@ Handler = Callable[[Json], Json]
 RESPONSE_URL_USES = 5
 _JSON_FIELDS = ("blocks", "attachments", "view", "metadata")
 
-# limits the real API enforces on a message (mirrors notifiers.render_common, kept separate so
+# limits the real API enforces on a message (mirrors notifiers.render.common, kept separate so
 # the fake checks the renderer instead of trusting it)
 _MAX_BLOCKS, _SECTION_TEXT, _BUTTON_TEXT, _BUTTON_VALUE, _TEXT = 50, 3000, 75, 2000, 40000
 

@@ -1,0 +1,1 @@
+"""The alert pipeline's inputs and outputs: the Argo CD webhook endpoint, the Application and Warning-event watches, the runner that feeds incidents and the chat sinks that deliver them. May import bot.state, bot.settings, bot.metrics, notifiers and commands; never bot.chat."""

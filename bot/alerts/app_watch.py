@@ -1,0 +1,182 @@
+"""Watching Argo CD Applications: the stream of app changes turned into ``Signal``s.
+
+Why watch when Argo CD Notifications exists: alerts then work without it, and without its
+``oncePer`` blind spot (a second Degraded at the same revision sends nothing).
+
+The stream (the project's Argo CD client, asyncio) starts with every app as ADDED, then changes.
+Per app ``AppWatch`` remembers only (health, last failed operation, last successful operation),
+so 5,000 apps cost little memory, and emits a signal only on a change. A failed sync counts once
+the operation is over (``.operation`` is null again): while Argo CD is still retrying, nobody is
+paged for an attempt that may yet succeed. It also indexes apps by destination namespace, which
+the Warning-event watch uses to tie an event to the only app deploying there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from bot.alerts.reconnect import Backoff
+from commands import errors
+from commands.argocd.app import FAILED_PHASES, Application
+from commands.argocd.client import ArgoCD
+from notifiers.alert import ResourceProblem
+from notifiers.incidents.engine import Signal
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[list[Signal]], Awaitable[None]]
+
+
+class _Seen:
+    __slots__ = ("failed_op", "health", "namespace", "ok_op")
+
+    def __init__(self, health: str, failed_op: str, ok_op: str, namespace: str) -> None:
+        self.health, self.failed_op, self.ok_op = health, failed_op, ok_op
+        self.namespace = namespace
+
+
+def _common(app: Application, ui_url: str) -> dict[str, Any]:
+    return {
+        "app": app.name,
+        "source": "watch",
+        "project": app.project,
+        "cluster": app.dest_cluster,
+        "namespace": app.dest_namespace,
+        "url": f"{ui_url}/applications/{app.name}" if ui_url else None,
+    }
+
+
+def _problems(items: Iterable[Any], only: tuple[str, ...] = ()) -> tuple[ResourceProblem, ...]:
+    return tuple(
+        ResourceProblem(p.kind, p.name, p.namespace, p.status, p.message)
+        for p in items
+        if not only or p.status in only
+    )[:200]
+
+
+class AppWatch:
+    def __init__(
+        self, argocd: ArgoCD, emit: Emit, *, ui_url: str = "", backoff: Backoff | None = None
+    ) -> None:
+        self.argocd = argocd
+        self.backoff = backoff or Backoff()
+        self.emit = emit
+        self.ui_url = ui_url.rstrip("/")
+        self.seen: dict[str, _Seen] = {}
+        self.by_namespace: dict[str, frozenset[str]] = {}
+        self.connects = 0
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what a change means (pure apart from self.seen) -----------------------------------
+    def observe(self, kind: str, app: Application) -> list[Signal]:
+        name = app.name
+        if not name:
+            return []
+        prev = self.seen.get(name)
+        if kind == "DELETED":
+            if prev is not None:
+                self._index(name, prev.namespace, None)
+                del self.seen[name]
+            return [Signal(kind="deleted", app=name, source="watch")]
+        common = _common(app, self.ui_url)
+        state = app.operation_state
+        op = str(state.get("startedAt") or "")
+        revision = str((state.get("syncResult") or {}).get("revision") or app.revision)
+        health = app.health_status
+        now = _Seen(
+            health,
+            prev.failed_op if prev else "",
+            prev.ok_op if prev else "",
+            app.dest_namespace,
+        )
+        out: list[Signal] = []
+        if app.phase in FAILED_PHASES and app.operation is None and op != now.failed_op:
+            now.failed_op = op
+            out.append(
+                Signal(
+                    kind="sync_failed",
+                    operation=op,
+                    message=app.operation_message or f"Sync {app.phase}.",
+                    revision=revision,
+                    resources=_problems(app.sync_problems()),
+                    **common,
+                )
+            )
+        elif app.phase == "Succeeded" and op and op != now.ok_op:
+            now.ok_op = op
+            out.append(Signal(kind="sync_ok", operation=op, revision=revision, **common))
+        if prev is None or health != prev.health:
+            if health == "Degraded":
+                res = _problems(app.unhealthy_resources(), ("Degraded", "Missing"))
+                message = app.health_message or (
+                    f"{len(res)} resource(s) Degraded or Missing." if res else "Degraded."
+                )
+                out.append(
+                    Signal(
+                        kind="degraded",
+                        message=message,
+                        revision=app.revision,
+                        resources=res,
+                        **common,
+                    )
+                )
+            elif health == "Healthy":
+                out.append(Signal(kind="healthy", **common))
+        if prev is None or prev.namespace != now.namespace:
+            self._index(name, prev.namespace if prev else None, now.namespace)
+        self.seen[name] = now
+        return out
+
+    def _index(self, name: str, old: str | None, new: str | None) -> None:
+        if old is not None:
+            rest = self.by_namespace.get(old, frozenset()) - {name}
+            if rest:
+                self.by_namespace[old] = rest
+            else:
+                self.by_namespace.pop(old, None)
+        if new:
+            self.by_namespace[new] = self.by_namespace.get(new, frozenset()) | {name}
+
+    def apps_in(self, namespace: str) -> frozenset[str]:
+        return self.by_namespace.get(namespace, frozenset())
+
+    def knows(self, name: str) -> bool:
+        return name in self.seen
+
+    # -- the loop -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="argocd-watch")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def run(self) -> None:
+        backoff = self.backoff
+        while True:
+            try:
+                self.connects += 1
+                batch: list[Signal] = []
+                async for kind, app in self.argocd.watch():
+                    self.connected.set()
+                    backoff.reset()
+                    batch += self.observe(kind, app)
+                    if batch:
+                        await self.emit(batch)
+                        batch = []
+                log.info("Argo CD application stream ended; reconnecting")
+            except asyncio.CancelledError:
+                raise
+            except errors.CommandError as e:
+                log.warning("Argo CD application stream: %s", e.user_message)
+            except Exception:
+                log.exception("Argo CD application stream failed")
+            self.connected.clear()
+            await asyncio.sleep(backoff.delay())

@@ -1,0 +1,406 @@
+"""Alerts, composed: sources -> incident engine -> durable outbox -> chat.
+
+``start()`` is what ``chatops serve`` calls. It builds the incident engine from the settings
+(grace period, re-announce interval, routes), loads open incidents and pending outbox rows from
+the store (so alerts accepted before a crash go out now, once), starts the delivery worker, the
+Argo CD application watch and the Kubernetes Warning-event watch when those are configured, a
+timer loop for grace periods and recovery holds, and an apscheduler job that re-announces
+unacknowledged incidents. It registers the ``ack`` command on the dispatcher, and attaches itself
+to the webhook endpoint that ``bot.alerts.webhooks.register`` mounted with the same store.
+
+Every source ends in ``AlertRunner.ingest``: webhook requests one by one (awaiting the commit),
+watch signals through a queue drained in batches (one commit per batch, whatever the storm).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.alerts import sinks as sink_factory
+from bot.metrics import Registry
+from bot.settings import Settings
+from bot.state.alerts import AlertStore
+from bot.state.store import Store
+from commands import errors
+from commands.argocd.app import tree_problems
+from commands.context import Services
+from commands.results import Result, Status
+from notifiers.alert import CommitRef, ResourceProblem
+from notifiers.delivery import ChatSink, Deliverer, DeliveryPolicy, OutboxItem
+from notifiers.incidents.engine import Engine, Policy, Signal
+from notifiers.routing import Router
+
+log = logging.getLogger(__name__)
+
+SIGNAL_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class AlertOptions:
+    """What the settings do not cover (tests and benchmarks tune these)."""
+
+    policy: Policy | None = None  # default: from settings (grace, re-announce)
+    delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    watch_argocd: bool = True
+    watch_events: bool = True
+    reannounce_every: float | None = None  # how often to look; default min(60, interval / 4)
+    kube_client: Any = None  # default: services.kube.api_client
+
+
+def _is_sink(obj: Any) -> bool:
+    return all(callable(getattr(obj, m, None)) for m in ("post", "update", "reply")) and bool(
+        getattr(obj, "platform", None)
+    )
+
+
+def _sinks(settings: Settings, given: Mapping[str, Any] | None) -> dict[str, ChatSink]:
+    """Given ChatSinks win; a platform given as anything else (e.g. the chat adapters
+    ``serve`` passes) or not given gets a sink built from the settings."""
+    out: dict[str, ChatSink] = dict(sink_factory.build(settings))
+    for platform, obj in (given or {}).items():
+        if _is_sink(obj):
+            out[platform] = obj
+    return out
+
+
+class AlertRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        services: Services | None,
+        sinks: Mapping[str, ChatSink],
+        metrics: Registry | None,
+        options: AlertOptions,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.services = services
+        self.sinks = dict(sinks)
+        self.options = options
+        policy = options.policy or Policy(
+            degraded_grace=settings.degraded_grace,
+            reannounce_interval=settings.reannounce_interval,
+        )
+        defaults = {
+            "slack": settings.slack_alert_channel,
+            "discord": settings.discord_alert_channel,
+        }
+        router = Router(settings.routes, defaults, platforms=tuple(self.sinks))
+        self.engine = Engine(policy, router, ui_url=settings.ui_url)
+        self.alert_store: AlertStore | None = None
+        self.deliverer: Deliverer | None = None
+        self.app_watch: Any = None
+        self.event_watch: Any = None
+        self._signals: asyncio.Queue[Signal] = asyncio.Queue(maxsize=100_000)
+        self._wake = asyncio.Event()
+        self._sleep_until: float | None = None  # None: until woken
+        self._sleeping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._enriched: dict[int, None] = {}  # incident ids already looked up (ordered, bounded)
+        self._scheduler: Any = None
+        self._metrics(metrics or Registry())
+
+    def _metrics(self, reg: Registry) -> None:
+        self.m_messages = reg.counter(
+            "chatops_alert_messages_total",
+            "Alert chat messages by platform, operation and result",
+            ("platform", "op", "result"),
+        )
+        self.m_latency = reg.histogram(
+            "chatops_alert_delivery_seconds",
+            "Time from an alert being stored to the chat API accepting it",
+            ("platform",),
+        )
+        self.m_pending = reg.gauge("chatops_alert_outbox_pending", "Alert messages not yet sent")
+        self.m_signals = reg.counter(
+            "chatops_alert_signals_total", "Signals from each alert source", ("source",)
+        )
+        self.m_open = reg.gauge("chatops_alert_incidents_active", "Incidents not yet closed")
+
+    def _observe(self, item: OutboxItem, outcome: str, age: float) -> None:
+        self.m_messages.inc(platform=item.platform, op=item.op, result=outcome)
+        if outcome == "sent":
+            self.m_latency.observe(age, platform=item.platform)
+        if self.deliverer is not None:
+            self.m_pending.set(self.deliverer.pending())
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self, dispatcher: Any = None) -> None:
+        self.alert_store = await asyncio.to_thread(AlertStore, self.store, self.engine)
+        pending, refs = await asyncio.to_thread(
+            lambda: (self.alert_store.pending_items(), self.alert_store.thread_refs())  # type: ignore[union-attr]
+        )
+        self.deliverer = Deliverer(
+            self.sinks, self.alert_store, self.options.delivery, refs=refs, observe=self._observe
+        )
+        if pending:
+            log.info("alerts: %d message(s) from before the restart are pending", len(pending))
+        self.deliverer.enqueue(pending)
+        self.m_pending.set(self.deliverer.pending())
+        loop = asyncio.get_running_loop()
+        self._tasks += [
+            loop.create_task(self._timer_loop(), name="alert-timers"),
+            loop.create_task(self._signal_loop(), name="alert-signals"),
+        ]
+        self._start_scheduler()
+        if dispatcher is not None and hasattr(dispatcher, "register"):
+            dispatcher.register(
+                "ack",
+                self.ack_command,
+                mutating=False,
+                usage="INCIDENT",
+                about="Acknowledge an alert (stops its re-announcements), e.g. ack payments:degraded",
+            )
+        self._start_watches()
+        from bot.alerts import webhooks
+
+        endpoint = webhooks.endpoint_for(self.store)
+        if endpoint is not None:
+            endpoint.attach(self)
+
+    def _start_scheduler(self) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        every = self.options.reannounce_every or min(
+            60.0, self.engine.policy.reannounce_interval / 4
+        )
+        self._scheduler = AsyncIOScheduler()
+        self._scheduler.add_job(
+            self.reannounce, "interval", seconds=every, id="alerts-reannounce", coalesce=True
+        )
+        self._scheduler.add_job(self.purge, "interval", hours=1, id="alerts-purge", coalesce=True)
+        self._scheduler.start()
+
+    def _start_watches(self) -> None:
+        from bot.alerts import app_watch as aw
+        from bot.alerts import event_watch as ew
+
+        services = self.services
+        if self.options.watch_argocd and services is not None:
+            self.app_watch = aw.AppWatch(services.argocd, self.signal, ui_url=self.settings.ui_url)
+            self.app_watch.start()
+        kube_client = self.options.kube_client
+        if kube_client is None and services is not None and services.kube is not None:
+            kube_client = getattr(services.kube, "api_client", None)
+        if self.options.watch_events and kube_client is not None:
+            loop = asyncio.get_running_loop()
+            app_watch = self.app_watch
+            correlator = ew.Correlator(
+                kube_client,
+                apps_in=app_watch.apps_in if app_watch is not None else None,
+                knows=app_watch.knows if app_watch is not None else None,
+            )
+
+            def emit(signals: list[Signal]) -> None:
+                loop.call_soon_threadsafe(self._put_nowait, signals)
+
+            self.event_watch = ew.EventWatch(kube_client, correlator, emit)
+            self.event_watch.start()
+
+    async def close(self) -> None:
+        if self._scheduler is not None:
+            with contextlib.suppress(Exception):
+                self._scheduler.shutdown(wait=False)
+        if self.app_watch is not None:
+            await self.app_watch.close()
+        if self.event_watch is not None:
+            await asyncio.to_thread(self.event_watch.close)
+        for t in [*self._tasks, *self._background]:
+            t.cancel()
+        for t in [*self._tasks, *self._background]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.deliverer is not None:
+            await self.deliverer.close()
+        if self.alert_store is not None:
+            await asyncio.to_thread(self.alert_store.close)
+        await sink_factory.close(self.sinks)
+
+    # -- input ----------------------------------------------------------------------------
+    async def ingest(self, signals: Iterable[Signal], dedup_key: str | None = None) -> str:
+        """Store what the signals cause; returns "accepted" or "duplicate" once committed."""
+        assert self.alert_store is not None, "AlertRunner.start() first"
+        signals = list(signals)
+        for s in signals:
+            self.m_signals.inc(source=s.source)
+        result = await self.alert_store.ingest(signals, dedup_key)
+        self._after(result.items)
+        return result.status
+
+    async def signal(self, signals: list[Signal]) -> None:
+        """From a watch on the event loop: queued, stored in batches."""
+        for s in signals:
+            await self._signals.put(s)
+
+    def _put_nowait(self, signals: list[Signal]) -> None:
+        for s in signals:
+            try:
+                self._signals.put_nowait(s)
+            except asyncio.QueueFull:
+                log.error("alert signal queue is full; dropping a %s signal", s.kind)
+
+    async def _signal_loop(self) -> None:
+        while True:
+            batch = [await self._signals.get()]
+            while len(batch) < SIGNAL_BATCH and not self._signals.empty():
+                batch.append(self._signals.get_nowait())
+            try:
+                await self.ingest(batch)
+            except Exception:
+                log.exception("storing %d watch signal(s) failed", len(batch))
+
+    def _after(self, items: list[OutboxItem]) -> None:
+        for item in items:
+            if item.op == "post" and item.incident_id not in self._enriched:
+                self._enriched[item.incident_id] = None
+                while len(self._enriched) > 10_000:
+                    del self._enriched[next(iter(self._enriched))]
+                task = asyncio.get_running_loop().create_task(self._enrich(item))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        if items and self.deliverer is not None:
+            self.deliverer.enqueue(items)
+            self.m_pending.set(self.deliverer.pending())
+        self.m_open.set(len(self.engine.incidents))
+        try:
+            due = self.engine.next_deadline()
+        except IndexError:  # the heap changed under us on the writer thread
+            due = None
+        if (
+            due is not None
+            and self._sleeping
+            and (self._sleep_until is None or due < self._sleep_until)
+        ):
+            self._wake.set()
+
+    async def _enrich(self, item: OutboxItem) -> None:
+        """Details worth a lookup once an incident is announced: which resources are Degraded
+        and why (the resource tree), and who wrote the deployed commit (the Git host). They
+        arrive as an edit, or inside the post if it has not gone out yet."""
+        services, alert = self.services, item.alert
+        if services is None:
+            return
+        resources: tuple[ResourceProblem, ...] = ()
+        commit = None
+        if alert.kind == "degraded":
+            try:
+                nodes = await asyncio.wait_for(services.argocd.resource_tree(alert.app), 20)
+                resources = tuple(
+                    ResourceProblem(p.kind, p.name, p.namespace, p.status, p.message)
+                    for p in tree_problems(nodes)
+                )[:200]
+            except Exception as e:
+                log.info("alerts: no resource tree for %s (%s)", alert.app, type(e).__name__)
+        if services.git is not None and alert.revision and alert.commit is None:
+            try:
+                info = await asyncio.wait_for(services.git.commit(alert.revision), 20)
+                commit = CommitRef(info.sha, info.author, info.subject)
+            except Exception as e:
+                log.info("alerts: no commit details for %s (%s)", alert.app, type(e).__name__)
+        if resources or commit is not None:
+            await self.ingest(
+                [
+                    Signal(
+                        kind="info",
+                        app=alert.app,
+                        source="enrich",
+                        resources=resources,
+                        commit=commit,
+                    )
+                ]
+            )
+
+    # -- time -----------------------------------------------------------------------------
+    async def _timer_loop(self) -> None:
+        assert self.alert_store is not None
+        while True:
+            try:
+                due = await self.alert_store.next_deadline()
+                self._sleep_until = due
+                timeout = None if due is None else max(0.0, due - time.time())
+                self._sleeping = True
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout)
+                finally:
+                    self._sleeping = False
+                self._wake.clear()
+                self._after(await self.alert_store.tick())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("alert timers failed; retrying in 5 s")
+                await asyncio.sleep(5)
+
+    async def reannounce(self) -> None:
+        if self.alert_store is not None:
+            self._after(await self.alert_store.reannounce())
+
+    async def purge(self) -> None:
+        if self.alert_store is not None:
+            await self.alert_store.purge()
+
+    # -- the "ack" command ----------------------------------------------------------------
+    async def ack_command(self, inv: Any, args: list[str]) -> Result:
+        if not args:
+            raise errors.BadInput(
+                "Say which incident to acknowledge.", hint="e.g. ack payments:degraded"
+            )
+        assert self.alert_store is not None
+        who = str(getattr(inv, "user_name", "") or getattr(inv, "user_id", "") or "someone")
+        ref = args[0]
+        inc, fresh, items = await self.alert_store.acknowledge(ref, who)
+        self._after(items)
+        if inc is None:
+            raise errors.NotFound(f"There is no open incident {ref}.")
+        if not fresh:
+            return Result(
+                "ack",
+                inc.key,
+                Status.NOOP,
+                f"{inc.key} was already acknowledged by {inc.acked_by}.",
+            )
+        return Result(
+            "ack",
+            inc.key,
+            Status.CHANGED,
+            f"Acknowledged {inc.key}; it will not be re-announced.",
+        )
+
+
+async def start(
+    settings: Settings,
+    store: Store,
+    services: Services | None,
+    sinks: Mapping[str, Any] | None = None,
+    metrics: Registry | None = None,
+    dispatcher: Any = None,
+    *,
+    options: AlertOptions | None = None,
+) -> AlertRunner:
+    """Start alerting; ``await runner.close()`` stops it. ``sinks`` values that are not
+    ChatSinks (or are None) are replaced by sinks built from the settings."""
+    runner = AlertRunner(
+        settings, store, services, _sinks(settings, sinks), metrics, options or AlertOptions()
+    )
+    await runner.start(dispatcher)
+    watching = []
+    if runner.app_watch is not None:
+        watching.append("Argo CD applications")
+    if runner.event_watch is not None:
+        watching.append("Kubernetes Warning events")
+    log.info(
+        "alerts: sinks %s; watching %s; %d incident(s) active",
+        ", ".join(sorted(runner.sinks)) or "NONE (alerts are stored, not sent)",
+        " and ".join(watching) or "nothing (webhooks only)",
+        len(runner.engine.incidents),
+    )
+    return runner

@@ -1,0 +1,1 @@
+"""The chat front-end: the platform-neutral dispatcher, command catalog, authorization and progress, with Slack and Discord as adapters. May import bot.state, bot.settings, bot.metrics, notifiers and commands; never bot.alerts."""

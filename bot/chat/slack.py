@@ -1,0 +1,417 @@
+"""Slack: a slack-bolt ``AsyncApp`` in front of the dispatcher, served by our own HTTP server
+(``POST /slack/events``) or over Socket Mode when an app token is set.
+
+Every slash command and button is acked at once and the work runs as a tracked task, so Slack's
+3-second limit holds however long a sync takes (and a shutdown can wait for those tasks). The bolt
+app verifies signatures on the RAW body (401 on a bad signature or a timestamp more than five
+minutes off); the aiohttp request is handed over as the exact bytes Slack signed.
+
+A command shows up as ONE channel message (``chat.postMessage``, its ``ts`` kept) edited with
+``chat.update`` as steps complete, ending with the Result and its buttons. Buttons carry the
+command string in ``value`` (action_id ``chatops:*``) and re-enter the dispatcher; a button that
+carried a Slack confirm dialog counts as confirmed. Errors and confirmations go only to the person
+who asked (``response_url`` or ``chat.postEphemeral``). All state is in the message, so buttons
+keep working across restarts. Every Web API call retries 429s honouring ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot.chat.dispatch import Dispatcher, Invocation
+from bot.settings import Settings
+from commands.results import Result, Step
+from notifiers.render import slack as render_slack
+
+log = logging.getLogger(__name__)
+
+ACTION_PATTERN = re.compile(r"^chatops:.*")
+LINK_PREFIX = "chatops:link:"
+CONFIRM_ACTION = "chatops:confirm"
+CANCEL_ACTION = "chatops:cancel"
+RATE_LIMIT_RETRIES = 5
+# Ack first: while Slack requests keep arriving, command work waits (at most BURST_MAX_DEFER)
+# until none came for BURST_QUIET, so a burst of commands is acked before any of them starts
+# hogging the event loop with API calls. The work itself has no deadline; the ack has 3 s.
+BURST_QUIET = 0.01
+BURST_MAX_DEFER = 0.25
+_NO_CHANNEL = ("not_in_channel", "channel_not_found", "is_archived")
+
+
+def retry_handlers() -> list[Any]:
+    return [
+        AsyncConnectionErrorRetryHandler(max_retry_count=2),
+        AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
+    ]
+
+
+def make_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
+    """The Web API client: base URL from settings (proxies, tests), 429s retried."""
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    base = (
+        settings.slack_api_url
+        if settings.slack_api_url.endswith("/")
+        else f"{settings.slack_api_url}/"
+    )
+    return AsyncWebClient(
+        token=token, base_url=base, session=session, retry_handlers=retry_handlers()
+    )
+
+
+def group_resolver(client: AsyncWebClient) -> Callable[[str], Awaitable[set[str]]]:
+    """Members of a Slack user group (``usergroups.users.list``); the authorizer caches it."""
+
+    async def members(group_id: str) -> set[str]:
+        resp = await client.usergroups_users_list(usergroup=group_id)
+        return {str(u) for u in resp.get("users") or []}
+
+    return members
+
+
+def _plain(text: str, limit: int) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text if len(text) <= limit else text[: limit - 1] + "…"}
+
+
+def confirm_message(prompt: str, command: str) -> dict[str, Any]:
+    """An ephemeral "are you sure" with a Confirm button that opens Slack's native confirm
+    dialog (so the click that comes back is a confirmed one) and a Cancel button."""
+    text = render_slack.escape(prompt)
+    return {
+        "text": f"⚠️ {text}",
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"⚠️ *{text}*"}},
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": CONFIRM_ACTION,
+                        "text": _plain("Confirm", 75),
+                        "style": "danger",
+                        "value": command,
+                        "confirm": {
+                            "title": _plain("Are you sure?", 100),
+                            "text": _plain(prompt, 300),
+                            "confirm": _plain("Yes, go ahead", 30),
+                            "deny": _plain("Cancel", 30),
+                            "style": "danger",
+                        },
+                    },
+                    {
+                        "type": "button",
+                        "action_id": CANCEL_ACTION,
+                        "text": _plain("Cancel", 75),
+                        "value": "cancel",
+                    },
+                ],
+            },
+        ],
+    }
+
+
+class SlackReply:
+    """The dispatcher's ``Reply`` for one Slack command: one channel message, edited in place;
+    ephemeral errors and confirmations for the caller only."""
+
+    def __init__(
+        self,
+        slack: SlackAdapter,
+        channel: str,
+        user_id: str,
+        response_url: str | None,
+    ) -> None:
+        self._slack = slack
+        self.channel = channel
+        self.user_id = user_id
+        self.response_url = response_url
+        self.ts: str | None = None
+        self._via_response_url = False
+        self._lock = asyncio.Lock()
+
+    async def progress(self, command: str, target: str, steps: Sequence[Step]) -> None:
+        await self._show(render_slack.progress_blocks(command, target, steps), final=False)
+
+    async def result(self, result: Result) -> None:
+        await self._show(render_slack.result_blocks(result), final=True)
+
+    async def ask_confirm(self, prompt: str, command: str) -> None:
+        await self._ephemeral(confirm_message(prompt, command))
+
+    async def error(self, text: str) -> None:
+        await self._ephemeral({"text": f"⚠️ {render_slack.escape(text)}"})
+
+    async def _show(self, message: dict[str, Any], *, final: bool) -> None:
+        client = self._slack.client
+        async with self._lock:
+            if self._via_response_url:
+                if final:  # response_url allows 5 uses: spend them on the result only
+                    await self._respond({**message, "replace_original": True})
+                return
+            if self.ts is not None:
+                await client.chat_update(channel=self.channel, ts=self.ts, **message)
+                return
+            try:
+                resp = await client.chat_postMessage(channel=self.channel, **message)
+            except SlackApiError as e:
+                # the bot is not in this channel (private channel, DM): answer through the
+                # command's response_url instead, visible in the channel
+                if e.response.get("error") not in _NO_CHANNEL or not self.response_url:
+                    raise
+                self._via_response_url = True
+                await self._respond({**message, "response_type": "in_channel"})
+                return
+            self.ts = str(resp["ts"])
+            self.channel = str(resp.get("channel") or self.channel)
+
+    async def _ephemeral(self, message: dict[str, Any]) -> None:
+        if self.response_url:
+            await self._respond(
+                {**message, "response_type": "ephemeral", "replace_original": False}
+            )
+        else:
+            await self._slack.client.chat_postEphemeral(
+                channel=self.channel, user=self.user_id, **message
+            )
+
+    async def _respond(self, body: dict[str, Any]) -> None:
+        assert self.response_url is not None
+        await self._slack.respond(self.response_url, body)
+
+
+class SlackAdapter:
+    """The bolt app, its Web API client, and the tasks it started."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        dispatcher: Dispatcher,
+        client: AsyncWebClient,
+        *,
+        socket_mode: bool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.dispatcher = dispatcher
+        self.client = client
+        self.socket_mode = bool(settings.slack_app_token) if socket_mode is None else socket_mode
+        self.identity: dict[str, Any] | None = None
+        self._identity_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._socket: Any = None
+        self._connecting: asyncio.Task[Any] | None = None
+        self._last_request = 0.0
+        secret = settings.slack_signing_secret
+
+        async def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
+            # the bot's own identity from one cached auth.test, so a burst of first requests
+            # does not become a burst of auth.test calls
+            me = await self._whoami()
+            return AuthorizeResult(
+                enterprise_id=me.get("enterprise_id") or enterprise_id,
+                team_id=me.get("team_id") or team_id,
+                bot_user_id=me.get("user_id"),
+                bot_id=me.get("bot_id"),
+                bot_token=client.token,
+            )
+
+        # bolt warns at construction that the client's token is ignored when ``authorize`` is
+        # given; it is not (authorize hands it back), so that one warning is kept out of the log
+        bolt_log = logging.getLogger("chatops.slack.bolt")
+        bolt_log.setLevel(logging.ERROR)
+        self.app = AsyncApp(
+            client=client,
+            authorize=authorize,
+            logger=bolt_log,
+            signing_secret=secret.get_secret_value() if secret else None,
+            request_verification_enabled=not self.socket_mode or secret is not None,
+            process_before_response=True,  # our listeners only ack and start a task
+            name="chatops",
+        )
+        bolt_log.setLevel(logging.NOTSET)
+        self.app.command(re.compile(r"^/.+"))(self._on_command)
+        self.app.action(ACTION_PATTERN)(self._on_action)
+
+    # -- start, serve, stop -------------------------------------------------------------------
+    async def start(self) -> dict[str, Any]:
+        """``auth.test``: who the bot is and its workspace (the Slack Connect check needs it)."""
+        return await self._whoami()
+
+    async def _whoami(self) -> dict[str, Any]:
+        async with self._identity_lock:
+            if self.identity is None:
+                resp = await self.client.auth_test()
+                self.identity = dict(resp.data) if isinstance(resp.data, dict) else {}
+                team = self.identity.get("team_id")
+                if team:
+                    self.dispatcher.authz.slack_home_team = str(team)
+            return self.identity
+
+    def mount(self, web_app: web.Application, path: str = "/slack/events") -> None:
+        web_app.router.add_post(path, self.handle_http)
+
+    async def handle_http(self, request: web.Request) -> web.Response:
+        """aiohttp -> bolt with the raw body (the signature covers its exact bytes) -> aiohttp."""
+        self._last_request = time.monotonic()
+        raw = await request.read()
+        headers: dict[str, str | Sequence[str]] = {}
+        for key, value in request.headers.items():
+            headers.setdefault(key.lower(), value)
+        bolt_request = AsyncBoltRequest(
+            body=raw.decode("utf-8", errors="replace"),
+            query=request.query_string,
+            headers=headers,
+        )
+        return to_aiohttp(await self.app.async_dispatch(bolt_request))
+
+    async def start_socket_mode(self) -> None:
+        from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+        assert self.settings.slack_app_token is not None
+        self._socket = AsyncSocketModeHandler(
+            self.app, self.settings.slack_app_token.get_secret_value(), web_client=self.client
+        )
+        # the SDK retries a failed connection by itself, forever: never block start-up on it
+        self._connecting = asyncio.create_task(self._socket.connect_async(), name="slack-socket")
+
+    async def drain(self, timeout: float) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+    async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
+            self._connecting = None
+        if self._socket is not None:
+            await self._socket.close_async()
+            self._socket = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5.0)
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
+    # -- outbound helpers ----------------------------------------------------------------------
+    async def say(self, channel: str, text: str) -> None:
+        """A plain message in a channel (the scheduler's announcements)."""
+        await self.client.chat_postMessage(channel=channel, text=render_slack.escape(text))
+
+    async def respond(self, response_url: str, body: dict[str, Any]) -> None:
+        webhook = AsyncWebhookClient(
+            response_url, session=self.client.session, retry_handlers=retry_handlers()
+        )
+        resp = await webhook.send_dict(body)
+        if resp.status_code >= 400:
+            log.warning("response_url answered %s", resp.status_code)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- listeners -----------------------------------------------------------------------------
+    async def _on_command(self, ack: Any, command: dict[str, Any]) -> None:
+        await ack()
+        name = self.dispatcher.canonical(str(command.get("command", ""))) or str(
+            command.get("command", "")
+        ).lstrip("/")
+        inv = Invocation(
+            platform="slack",
+            user_id=str(command.get("user_id", "")),
+            user_name=str(command.get("user_name") or command.get("user_id", "")),
+            channel_id=str(command.get("channel_id", "")),
+            text=f"{name} {command.get('text') or ''}".strip(),
+            team_id=self._user_team(command.get("team_id"), command.get("enterprise_id")),
+            source="command",
+        )
+        reply = SlackReply(self, inv.channel_id, inv.user_id, command.get("response_url"))
+        self.spawn(self._run(inv, reply))
+
+    async def _on_action(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        action_id = str(action.get("action_id", ""))
+        if action_id.startswith(LINK_PREFIX):
+            return  # a link button: Slack opened the URL, nothing to do
+        response_url = body.get("response_url")
+        if action_id in (CANCEL_ACTION, CONFIRM_ACTION) and response_url:
+            # the ephemeral prompt has served its purpose either way
+            self.spawn(self._quietly(self.respond(str(response_url), {"delete_original": True})))
+        if action_id == CANCEL_ACTION:
+            return
+        user = body.get("user") or {}
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+            "channel_id", ""
+        )
+        inv = Invocation(
+            platform="slack",
+            user_id=str(user.get("id", "")),
+            user_name=str(user.get("username") or user.get("name") or user.get("id", "")),
+            channel_id=str(channel),
+            text=str(action.get("value") or ""),
+            team_id=self._user_team(
+                user.get("team_id") or (body.get("team") or {}).get("id"),
+                (body.get("enterprise") or {}).get("id"),
+            ),
+            confirmed="confirm" in action,
+            source="button",
+        )
+        reply = SlackReply(self, inv.channel_id, inv.user_id, response_url)
+        self.spawn(self._run(inv, reply))
+
+    def _user_team(self, team_id: Any, enterprise_id: Any) -> str | None:
+        """The caller's workspace; an Enterprise Grid org counts when it is the one allowed."""
+        allowed = self.settings.authorization.slack_team_ids
+        if enterprise_id and str(enterprise_id) in allowed:
+            return str(enterprise_id)
+        return str(team_id) if team_id else None
+
+    async def _after_burst(self) -> None:
+        deadline = time.monotonic() + BURST_MAX_DEFER
+        while True:
+            now = time.monotonic()
+            quiet_for = now - self._last_request
+            if quiet_for >= BURST_QUIET or now >= deadline:
+                return
+            await asyncio.sleep(min(BURST_QUIET - quiet_for, deadline - now))
+
+    async def _run(self, inv: Invocation, reply: SlackReply) -> None:
+        try:
+            await self._after_burst()
+            await self.dispatcher.handle(inv, reply)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("Slack command failed outside the dispatcher")
+
+    @staticmethod
+    async def _quietly(call: Awaitable[None]) -> None:
+        try:
+            await call
+        except Exception as e:
+            log.warning("Slack call failed: %s", type(e).__name__)
+
+
+def to_aiohttp(resp: BoltResponse) -> web.Response:
+    headers = {k: v for k, v in resp.first_headers_without_set_cookie().items()}
+    return web.Response(status=resp.status, body=resp.body.encode("utf-8"), headers=headers)

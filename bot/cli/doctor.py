@@ -1,0 +1,161 @@
+"""``chatops doctor``: check every configured connection and permission, say what is wrong.
+
+Each check is independent and bounded in time; a failing one names the setting or permission to
+fix. Nothing here prints a secret: tokens are only ever used, never shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+
+from bot.server import wiring
+from bot.settings import ConfigError, Settings
+from commands import errors
+from commands.results import Fact, Result, Status
+
+CHECK_TIMEOUT = 15.0
+
+
+async def _argocd(settings: Settings) -> str:
+    client = wiring.argocd(settings)
+    try:
+        apps = await client.list_apps()
+    finally:
+        await client.aclose()
+    return f"reachable, token accepted, {len(apps)} applications visible"
+
+
+async def _kube(settings: Settings) -> str:
+    ops = await asyncio.to_thread(wiring.kube, settings)
+    if ops is None:
+        raise errors.Unavailable(
+            "no Kubernetes configuration (not in a cluster, no KUBECONFIG)",
+            hint="Set KUBECONFIG or run in the cluster.",
+        )
+    missing = await ops.check_access() if hasattr(ops, "check_access") else []
+    if missing:
+        raise errors.Denied("missing RBAC: " + ", ".join(missing), hint="See deploy/rbac.yaml.")
+    return "reachable, RBAC sufficient"
+
+
+async def _store(settings: Settings) -> str:
+    from bot.state.store import Store, StoreError
+
+    try:
+        st = await asyncio.to_thread(Store, settings.state_db)
+    except StoreError as e:
+        raise errors.Unavailable(str(e)) from None
+    version = st.version
+    st.close()
+    return f"{settings.state_db} writable, schema v{version}"
+
+
+async def _slack(settings: Settings) -> str:
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    assert settings.slack_bot_token is not None
+    client = AsyncWebClient(
+        token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
+    )
+    try:
+        auth = await client.auth_test()
+    except SlackApiError as e:
+        raise errors.Unauthorized(
+            f"Slack rejected the bot token: {e.response.get('error')}",
+            hint="Check CHATOPS_SLACK_BOT_TOKEN.",
+        ) from None
+    except OSError as e:
+        raise errors.Unavailable(f"Slack API unreachable ({type(e).__name__})") from None
+    if not settings.slack_signing_secret and not settings.slack_app_token:
+        raise errors.BadInput(
+            "neither CHATOPS_SLACK_SIGNING_SECRET (HTTP mode) nor CHATOPS_SLACK_APP_TOKEN "
+            "(Socket Mode) is set"
+        )
+    return f"token accepted for team {auth.get('team')} as {auth.get('user')}"
+
+
+async def _git(settings: Settings) -> str:
+    host = wiring.git(settings)
+    if host is None:
+        raise errors.BadInput(
+            "/rollback needs CHATOPS_GIT_REPO and either CHATOPS_GIT_TOKEN or the GitHub App "
+            "settings (CHATOPS_GIT_APP_ID, _INSTALLATION_ID, _PRIVATE_KEY)"
+        )
+    missing = await host.check_access() if hasattr(host, "check_access") else []
+    if missing:
+        raise errors.Denied("the Git token lacks: " + ", ".join(missing))
+    return f"{settings.git_provider} {settings.git_repo} branch {settings.git_branch} writable"
+
+
+async def doctor(settings: Settings) -> Result:
+    checks: list[tuple[str, Callable[[Settings], Awaitable[str]] | None, str]] = [
+        ("state", _store, ""),
+        ("argocd", _argocd if settings.argocd_url else None, "CHATOPS_ARGOCD_URL not set"),
+        (
+            "kubernetes",
+            _kube if os.environ.get("KUBECONFIG") or _in_cluster() or _home_kubeconfig() else None,
+            "no KUBECONFIG and not in a cluster",
+        ),
+        ("slack", _slack if settings.slack_bot_token else None, "CHATOPS_SLACK_BOT_TOKEN not set"),
+        (
+            "discord",
+            None if not settings.discord_token else _discord_note,
+            "CHATOPS_DISCORD_TOKEN not set",
+        ),
+        (
+            "git",
+            _git if settings.git_repo or settings.git_token else None,
+            "not configured (/rollback off)",
+        ),
+        ("webhook", _webhook, ""),
+    ]
+    facts: list[Fact] = []
+    failed = 0
+
+    async def run(name: str, fn: Callable[[Settings], Awaitable[str]]) -> Fact:
+        try:
+            return Fact(name, "✓ " + await asyncio.wait_for(fn(settings), CHECK_TIMEOUT))
+        except TimeoutError:
+            return Fact(name, f"✗ no answer within {CHECK_TIMEOUT:.0f}s")
+        except ConfigError as e:
+            return Fact(name, "✗ " + "; ".join(e.problems))
+        except errors.CommandError as e:
+            return Fact(name, "✗ " + str(e))
+
+    results = await asyncio.gather(*(run(n, f) for n, f, _ in checks if f is not None))
+    it = iter(results)
+    for name, fn, why in checks:
+        if fn is None:
+            facts.append(Fact(name, f"- skipped: {why}"))
+            continue
+        fact = next(it)
+        failed += fact.value.startswith("✗")
+        facts.append(fact)
+    if failed:
+        return Result(
+            "doctor", "configuration", Status.FAILED, f"{failed} checks failed.", facts=tuple(facts)
+        )
+    return Result(
+        "doctor", "configuration", Status.NOOP, "Everything configured works.", facts=tuple(facts)
+    )
+
+
+async def _discord_note(settings: Settings) -> str:
+    return "token set (checked when `chatops serve` logs in)"
+
+
+async def _webhook(settings: Settings) -> str:
+    if not settings.webhook_token:
+        raise errors.BadInput("CHATOPS_WEBHOOK_TOKEN not set: POST /webhooks/argocd refuses all")
+    return "token set"
+
+
+def _in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+def _home_kubeconfig() -> bool:
+    return os.path.exists(os.path.expanduser("~/.kube/config"))

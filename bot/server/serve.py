@@ -1,0 +1,376 @@
+"""``chatops serve``: one asyncio process composing everything that is configured.
+
+Order matters in both directions. Start: store -> Argo CD/Kubernetes/Git clients -> dispatcher
+-> HTTP server (probes, Slack events, Argo CD webhooks) -> Slack (auth.test; HTTP or Socket Mode)
+-> Discord -> alerts -> self-heal timers. Stop (SIGTERM/SIGINT): stop accepting (close the
+listener and the Socket Mode connection, refuse new commands), let running commands finish or
+record them as interrupted, then close the chat clients, the scheduler and the store.
+
+What is missing is not fatal: the bot starts with what it has and says at start-up, one line per
+feature, what is enabled and what is not (never a secret). ``/readyz`` is 503 until the store is
+open and Argo CD is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import importlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from bot.chat.dispatch import Dispatcher
+from bot.chat.slack import SlackAdapter, group_resolver, make_client
+from bot.metrics import Registry
+from bot.server import wiring
+from bot.server.http import HttpServer, Probes, build_app
+from bot.settings import ConfigError, Settings
+from bot.state.scheduler import SelfHealScheduler
+from bot.state.store import Store, StoreError
+from commands.context import Services
+
+log = logging.getLogger("chatops.serve")
+
+DRAIN_TIMEOUT = 25.0  # Kubernetes' default grace period is 30 s
+
+
+def _safe_url(url: str) -> str:
+    """A URL for a log line: without user:password@ or a query string."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class Bot:
+    """Everything ``chatops serve`` runs. ``host``/``port`` override ``CHATOPS_LISTEN`` (tests
+    and the benchmark listen on port 0); ``kube_client`` replaces in-cluster/KUBECONFIG."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        kube_client: Any | None = None,
+        clock: Callable[[], float] = time.time,
+        drain_timeout: float = DRAIN_TIMEOUT,
+    ) -> None:
+        self.settings = settings
+        self.host = host if host is not None else settings.listen_host
+        self.port = port if port is not None else settings.listen_port
+        self.kube_client = kube_client
+        self.clock = clock
+        self.drain_timeout = drain_timeout
+        self.metrics = Registry()
+        self.probes = Probes()
+        self.store: Store | None = None
+        self.services: Services | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.http: HttpServer | None = None
+        self.slack: SlackAdapter | None = None
+        self.scheduler: SelfHealScheduler | None = None
+        self.discord: Any = None
+        self.alerts: Any = None
+        self._session: aiohttp.ClientSession | None = None
+        self._store_open = False
+        self.enabled: dict[str, str] = {}  # feature -> one line, for the start-up log
+
+    @property
+    def url(self) -> str:
+        assert self.http is not None
+        return self.http.url
+
+    # -- start ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        try:
+            self.store = await asyncio.to_thread(Store, s.state_db)
+        except StoreError as e:
+            raise ConfigError([str(e)]) from None
+        except OSError as e:
+            raise ConfigError(
+                [f"CHATOPS_STATE_DB: cannot open {s.state_db} ({e.strerror or e})."]
+            ) from None
+        self._store_open = True
+        self.enabled["state"] = f"{s.state_db}"
+        self.probes.add("store", lambda: None if self._store_open else "the store is closed")
+        self.probes.add(
+            "argocd",
+            lambda: (
+                None
+                if self.services is not None
+                else "Argo CD is not configured (CHATOPS_ARGOCD_URL, CHATOPS_ARGOCD_TOKEN)"
+            ),
+        )
+        self._build_services()
+
+        slack_client = None
+        if s.slack_bot_token is not None:
+            self._session = aiohttp.ClientSession()
+            slack_client = make_client(s, self._session)
+        self.dispatcher = Dispatcher(
+            s,
+            self.services,
+            self.store,
+            slack_groups=group_resolver(slack_client) if slack_client is not None else None,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+        if self.services is not None:
+            self.scheduler = SelfHealScheduler(
+                self.store, self.services, announce=self.announce, clock=self.clock
+            )
+            self.services.timers = self.scheduler.timers()
+
+        app = build_app(self.metrics, self.probes)
+        if slack_client is not None:
+            self._setup_slack(slack_client)
+            if self.slack is not None and not self.slack.socket_mode:
+                self.slack.mount(app)
+        else:
+            self.enabled["slack"] = "off (CHATOPS_SLACK_BOT_TOKEN is not set)"
+        self._mount_webhooks(app)
+        self.http = HttpServer(app, self.host, self.port)
+        await self.http.start()
+        self.enabled["http"] = f"listening on {self.http.url} (/healthz /readyz /metrics)"
+
+        await self._start_slack()
+        await self._start_discord()
+        await self._start_alerts()
+        if self.scheduler is not None:
+            pending = await self.scheduler.start()
+            self.enabled["timers"] = f"self-heal timers: {pending} pending"
+        else:
+            self.enabled["timers"] = "self-heal timers: off (needs Argo CD)"
+        for feature, line in self.enabled.items():
+            log.info("%s: %s", feature, line)
+        # Everything imported and built so far lives as long as the process. Without this, a
+        # full (generation 2) collection walks all of it, a ~40 ms pause that lands in the
+        # middle of a burst of commands and delays every ack queued behind it.
+        gc.collect()
+        gc.freeze()
+
+    def _build_services(self) -> None:
+        s = self.settings
+        if not (s.argocd_url and s.argocd_token):
+            self.enabled["argocd"] = (
+                "MISSING (set CHATOPS_ARGOCD_URL and CHATOPS_ARGOCD_TOKEN); "
+                "commands answer that Argo CD is not configured"
+            )
+            return
+        assert self.store is not None
+        try:
+            self.services = wiring.services(s, store=self.store, kube_client=self.kube_client)
+        except ConfigError as e:
+            self.enabled["argocd"] = f"MISSING ({'; '.join(e.problems)})"
+            return
+        self.services.now = self.clock
+        self.enabled["argocd"] = _safe_url(s.argocd_url)
+        self.enabled["kubernetes"] = (
+            "configured" + ("" if s.kube_exec else " (exec off)")
+            if self.services.kube is not None
+            else "not configured (hooks and verify-rootless are unavailable)"
+        )
+        self.enabled["git"] = (
+            f"{s.git_provider} {s.git_repo} (rollback enabled)"
+            if self.services.git is not None
+            else "not configured (rollback unavailable: set CHATOPS_GIT_REPO, CHATOPS_GIT_TOKEN)"
+        )
+
+    def _setup_slack(self, client: Any) -> None:
+        s = self.settings
+        assert self.dispatcher is not None
+        if s.slack_app_token is None and s.slack_signing_secret is None:
+            self.enabled["slack"] = (
+                "off (HTTP mode needs CHATOPS_SLACK_SIGNING_SECRET; "
+                "or set CHATOPS_SLACK_APP_TOKEN for Socket Mode)"
+            )
+            return
+        self.slack = SlackAdapter(s, self.dispatcher, client)
+
+    async def _start_slack(self) -> None:
+        slack = self.slack
+        if slack is None:
+            return
+        try:
+            me = await slack.start()
+            who = f"as {me.get('user', '?')} in {me.get('team_id', '?')}"
+        except Exception as e:
+            # auth.test is retried on the first request; until then Slack users are refused
+            who = f"auth.test failed ({type(e).__name__}), retried on the first request"
+        if slack.socket_mode:
+            try:
+                await slack.start_socket_mode()
+                self.enabled["slack"] = f"Socket Mode (connecting in the background), {who}"
+            except Exception as e:
+                self.enabled["slack"] = f"Socket Mode FAILED to connect ({type(e).__name__})"
+        else:
+            self.enabled["slack"] = f"HTTP mode at POST /slack/events, {who}"
+        if not self.settings.slack_alert_channel:
+            self.enabled["slack"] += "; no CHATOPS_SLACK_ALERT_CHANNEL (no announcements)"
+
+    def _mount_webhooks(self, app: Any) -> None:
+        module = _optional("bot.alerts.webhooks")
+        if module is None or not hasattr(module, "register"):
+            self.enabled["webhooks"] = "POST /webhooks/argocd not available in this build"
+            return
+        try:
+            endpoint = module.register(
+                app,
+                settings=self.settings,
+                store=self.store,
+                metrics=self.metrics,
+                dispatcher=self.dispatcher,
+            )
+            self.enabled["webhooks"] = (
+                "POST /webhooks/argocd"
+                if endpoint is not None or self.settings.webhook_token
+                else "off (CHATOPS_WEBHOOK_TOKEN is not set)"
+            )
+        except Exception as e:
+            log.exception("webhooks could not be mounted")
+            self.enabled["webhooks"] = f"FAILED ({type(e).__name__})"
+
+    async def _start_discord(self) -> None:
+        if self.settings.discord_token is None:
+            self.enabled["discord"] = "off (CHATOPS_DISCORD_TOKEN is not set)"
+            return
+        module = _optional("bot.chat.discord")
+        if module is None:
+            self.enabled["discord"] = "not available in this build"
+            return
+        try:
+            self.discord = await module.start_discord(self.settings, self.dispatcher)
+            self.enabled["discord"] = "gateway connected" + (
+                f", commands synced to guild {self.settings.discord_guild_id}"
+                if self.settings.discord_guild_id
+                else ""
+            )
+        except Exception as e:
+            log.exception("Discord did not start")
+            self.enabled["discord"] = f"FAILED to start ({type(e).__name__})"
+
+    async def _start_alerts(self) -> None:
+        module = _optional("bot.alerts.runner")
+        if module is None or not hasattr(module, "start"):
+            self.enabled["alerts"] = "not available in this build"
+            return
+        sinks = {"slack": self.slack, "discord": self.discord}
+        try:
+            runner = module.start(
+                self.settings, self.store, self.services, sinks, self.metrics, self.dispatcher
+            )
+            self.alerts = await runner if asyncio.iscoroutine(runner) else runner
+            self.enabled["alerts"] = "on"
+        except Exception as e:
+            log.exception("alerts did not start")
+            self.enabled["alerts"] = f"FAILED to start ({type(e).__name__})"
+
+    # -- announcements (the scheduler's "self-heal is back on") -----------------------------------
+    async def announce(self, text: str) -> None:
+        sent = False
+        channel = self.settings.slack_alert_channel
+        if self.slack is not None and channel:
+            await self.slack.say(channel, text)
+            sent = True
+        if self.discord is not None and await self.discord.announce(text):
+            sent = True
+        if not sent:
+            log.info("announcement (no alert channel configured): %s", text)
+
+    # -- stop ------------------------------------------------------------------------------------
+    async def stop(self) -> None:
+        log.info("shutting down: no new requests; waiting for running commands")
+        if self.http is not None:
+            await self.http.stop()  # stop accepting; requests being handled finish
+        if self.slack is not None and self.slack.socket_mode:
+            await self.slack.close()
+        if self.dispatcher is not None:
+            await self.dispatcher.drain(self.drain_timeout)
+        if self.slack is not None:
+            await self.slack.drain(5.0)
+        for name, part in (
+            ("scheduler", self.scheduler),
+            ("alerts", self.alerts),
+            ("discord", self.discord),
+            ("slack", self.slack),
+        ):
+            if part is None:
+                continue
+            try:
+                await part.close()
+            except Exception:
+                log.exception("closing %s failed", name)
+        if self._session is not None:
+            await self._session.close()
+        if self.services is not None:
+            await self.services.argocd.aclose()
+            if self.services.kube is not None and self.kube_client is None:
+                with contextlib.suppress(Exception):
+                    self.services.kube.api_client.close()
+        if self.store is not None:
+            self._store_open = False
+            self.store.close()
+        log.info("stopped")
+
+
+def _optional(module: str) -> Any | None:
+    """A feature module another part of the project provides, if this build has it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise
+        return None
+
+
+async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    bot = Bot(settings)
+    try:
+        try:
+            await bot.start()
+        except BaseException:
+            await bot.stop()
+            raise
+        try:
+            await stop.wait()
+            log.info("signal received")
+        finally:
+            await bot.stop()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+    return 0
+
+
+def main(settings: Settings) -> int:
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger().setLevel(settings.log_level)
+    if settings.log_level != "DEBUG":  # job bookkeeping is noise at INFO
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    try:
+        return asyncio.run(run(settings))
+    except ConfigError as e:
+        print(e.render(), file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. the listen port is taken
+        log.error("cannot serve: %s", e)
+        return 1

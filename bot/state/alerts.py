@@ -1,0 +1,363 @@
+"""Durable alert state in the SQLite store, written by ONE thread that commits in groups.
+
+The webhook promise is "202 only after COMMIT" with ``synchronous=FULL``: every commit is an
+fsync, a few milliseconds each, which would cap ingest at a few hundred requests per second if
+each request committed alone. So every write (webhook ingest, watch signals, delivery
+bookkeeping) is a small function queued to the ``GroupCommitWriter`` thread, which runs all that
+is waiting inside one transaction, commits once, and only then resolves each caller's future:
+the same durability per request, one fsync per batch. Each function runs under a SAVEPOINT, so
+one failing request does not undo its neighbours.
+
+The incident ``Engine`` lives on this thread too: it is only ever touched by writer functions,
+so its memory and the incidents table change together, in the same order. If a COMMIT itself
+fails, the engine is reloaded from the database, so it never remembers what was not stored.
+
+Tables (migration 2 in bot/store.py): incidents, outbox, alert_threads, webhook_dedup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from bot.state.store import Store
+from notifiers.alert import Alert
+from notifiers.delivery import OutboxItem, ThreadKey
+from notifiers.incidents.engine import Changes, Engine, Incident, Signal
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Job = tuple[Callable[[sqlite3.Connection], Any], Future[Any]]
+
+MAX_BATCH = 2000
+DEDUP_TTL = 86400.0  # Argo CD retries within seconds; a day is plenty
+HISTORY_TTL = 30 * 86400.0  # closed incidents kept for a month
+
+
+class GroupCommitWriter:
+    def __init__(self, store: Store, *, on_rollback: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.on_rollback = on_rollback
+        self._q: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="alert-writer", daemon=True)
+        self._thread.start()
+        self.batches = 0
+        self.jobs = 0
+
+    def submit_sync(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+        fut: Future[T] = Future()
+        self._q.put((fn, fut))
+        return fut
+
+    async def submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.wrap_future(self.submit_sync(fn))
+
+    def close(self, timeout: float = 10.0) -> None:
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        stop = False
+        while not stop:
+            first = self._q.get()
+            if first is None:
+                return
+            jobs = [first]
+            while len(jobs) < MAX_BATCH:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                jobs.append(nxt)
+            self._run(jobs)
+
+    def _rolled_back(self) -> None:
+        if self.on_rollback is not None:
+            try:
+                self.on_rollback()
+            except Exception:
+                log.exception("reloading alert state after a rollback")
+
+    def _run(self, jobs: list[Job]) -> None:
+        results: list[tuple[Future[Any], bool, Any]] = []
+        db = self.store._db
+        with self.store._lock:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                for n, (fn, fut) in enumerate(jobs):
+                    if not fut.set_running_or_notify_cancel():
+                        continue  # the caller went away (shutdown, client disconnect)
+                    db.execute(f"SAVEPOINT j{n}")
+                    try:
+                        value = fn(db)
+                    except BaseException as e:
+                        db.execute(f"ROLLBACK TO j{n}")
+                        db.execute(f"RELEASE j{n}")
+                        results.append((fut, False, e))
+                        self._rolled_back()
+                    else:
+                        db.execute(f"RELEASE j{n}")
+                        results.append((fut, True, value))
+                db.execute("COMMIT")
+            except sqlite3.Error as e:
+                log.error("state database commit failed: %s", e)
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                self._rolled_back()
+                for _fn, fut in jobs:
+                    if fut.running() or fut.set_running_or_notify_cancel():
+                        fut.set_exception(e)
+                return
+        self.batches += 1
+        self.jobs += len(jobs)
+        for fut, ok, value in results:
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+
+@dataclass
+class Ingested:
+    status: str  # accepted | duplicate
+    items: list[OutboxItem]
+
+
+def _item_from_row(row: sqlite3.Row) -> OutboxItem:
+    payload = json.loads(row["payload"])
+    return OutboxItem(
+        id=int(row["id"]),
+        incident_id=int(row["incident_id"]),
+        platform=str(row["platform"]),
+        channel=str(row["channel"]),
+        op=str(row["op"]),
+        alert=Alert.from_json(payload["alert"]),
+        broadcast=bool(payload.get("broadcast", False)),
+        tries=int(row["tries"]),
+        not_before=float(row["not_before"]),
+        created_at=float(row["created_at"]),
+    )
+
+
+class AlertStore:
+    """The engine and the outbox behind the group-commit writer; the delivery OutboxPort."""
+
+    def __init__(self, store: Store, engine: Engine) -> None:
+        self.store = store
+        self.engine = engine
+        self.writer = GroupCommitWriter(store, on_rollback=self._reload_sync)
+        self.writer.submit_sync(lambda db: self._reload(db)).result(30)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    # -- loading --------------------------------------------------------------------------
+    def _reload_sync(self) -> None:
+        self._reload(self.store._db)
+
+    def _reload(self, db: sqlite3.Connection) -> None:
+        rows = db.execute(
+            "SELECT data FROM incidents WHERE state != 'closed' ORDER BY id"
+        ).fetchall()
+        top = db.execute(
+            "SELECT MAX(COALESCE((SELECT MAX(id) FROM incidents), 0),"
+            " COALESCE((SELECT MAX(incident_id) FROM outbox), 0))"
+        ).fetchone()[0]
+        self.engine.load((Incident.from_json(json.loads(r[0])) for r in rows), int(top) + 1)
+
+    def pending_items(self) -> list[OutboxItem]:
+        """Pending rows, due now: after a restart nothing waits out an old backoff (the tries
+        already made still count against the limit)."""
+        rows = self.store.query("SELECT * FROM outbox WHERE status='pending' ORDER BY id")
+        items = [_item_from_row(r) for r in rows]
+        for item in items:
+            item.not_before = 0.0
+        return items
+
+    def thread_refs(self) -> dict[ThreadKey, str]:
+        """Root message refs of incidents not closed yet (closed ones get no more messages)."""
+        rows = self.store.query(
+            "SELECT t.incident_id, t.platform, t.channel, t.ref FROM alert_threads t"
+            " JOIN incidents i ON i.id = t.incident_id WHERE i.state != 'closed'"
+            " ORDER BY t.incident_id"
+        )
+        return {(int(r[0]), str(r[1]), str(r[2])): str(r[3]) for r in rows}
+
+    # -- writer functions (run on the writer thread, inside the batch transaction) ---------
+    def _write(self, db: sqlite3.Connection, ch: Changes, now: float) -> list[OutboxItem]:
+        for inc_id in ch.dropped:
+            db.execute("DELETE FROM incidents WHERE id=?", (inc_id,))
+        for inc in ch.saved.values():
+            db.execute(
+                "INSERT OR REPLACE INTO incidents (id, key, app, state, data, opened_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    inc.id,
+                    inc.key,
+                    inc.app,
+                    inc.state,
+                    json.dumps(inc.to_json(), separators=(",", ":")),
+                    inc.opened_at,
+                    now,
+                ),
+            )
+        items: list[OutboxItem] = []
+        for eff in ch.effects:
+            payload = json.dumps(
+                {"alert": eff.alert.to_json(), "broadcast": eff.broadcast}, separators=(",", ":")
+            )
+            for t in eff.targets:
+                cur = db.execute(
+                    "INSERT INTO outbox (incident_id, platform, channel, op, payload, not_before,"
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (eff.incident_id, t.platform, t.channel, eff.op, payload, now, now),
+                )
+                items.append(
+                    OutboxItem(
+                        id=int(cur.lastrowid or 0),
+                        incident_id=eff.incident_id,
+                        platform=t.platform,
+                        channel=t.channel,
+                        op=eff.op,
+                        alert=eff.alert,
+                        broadcast=eff.broadcast,
+                        not_before=now,
+                        created_at=now,
+                    )
+                )
+        return items
+
+    def _guarded(
+        self, db: sqlite3.Connection, step: Callable[[float], Changes]
+    ) -> list[OutboxItem]:
+        # on an exception the writer rolls back to this job's savepoint and reloads the engine
+        # from the database, so the engine never remembers what was not stored
+        now = time.time()
+        return self._write(db, step(now), now)
+
+    async def ingest(self, signals: Iterable[Signal], dedup_key: str | None = None) -> Ingested:
+        signals = list(signals)
+
+        def job(db: sqlite3.Connection) -> Ingested:
+            if dedup_key is not None:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO webhook_dedup (key, received_at) VALUES (?, ?)",
+                    (dedup_key, time.time()),
+                )
+                if cur.rowcount == 0:
+                    return Ingested("duplicate", [])
+            items = self._guarded(db, lambda now: self.engine.apply_all(signals, now))
+            return Ingested("accepted", items)
+
+        return await self.writer.submit(job)
+
+    async def tick(self) -> list[OutboxItem]:
+        return await self.writer.submit(lambda db: self._guarded(db, self.engine.tick))
+
+    async def reannounce(self) -> list[OutboxItem]:
+        return await self.writer.submit(lambda db: self._guarded(db, self.engine.reannounce))
+
+    async def acknowledge(
+        self, ref: str, by: str
+    ) -> tuple[Incident | None, bool, list[OutboxItem]]:
+        def job(db: sqlite3.Connection) -> tuple[Incident | None, bool, list[OutboxItem]]:
+            out: list[Any] = []
+
+            def step(now: float) -> Changes:
+                inc, fresh, ch = self.engine.acknowledge(ref, by, now)
+                out.extend([inc, fresh])
+                return ch
+
+            items = self._guarded(db, step)
+            return out[0], out[1], items
+
+        return await self.writer.submit(job)
+
+    async def next_deadline(self) -> float | None:
+        return await self.writer.submit(lambda db: self.engine.next_deadline())
+
+    async def purge(self, older_than: float = DEDUP_TTL) -> None:
+        cutoff = time.time() - older_than
+
+        history = time.time() - HISTORY_TTL
+
+        def job(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM webhook_dedup WHERE received_at < ?", (cutoff,))
+            db.execute("DELETE FROM outbox WHERE status != 'pending' AND done_at < ?", (cutoff,))
+            db.execute(
+                "DELETE FROM alert_threads WHERE incident_id IN (SELECT id FROM incidents"
+                " WHERE state = 'closed' AND updated_at < ?)",
+                (history,),
+            )
+            db.execute(
+                "DELETE FROM incidents WHERE state = 'closed' AND updated_at < ?", (history,)
+            )
+
+        await self.writer.submit(job)
+
+    # -- OutboxPort -----------------------------------------------------------------------
+    async def sent(self, item: OutboxItem, ref: str | None) -> None:
+        def job(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE outbox SET status='sent', done_at=?, tries=? WHERE id=?",
+                (time.time(), item.tries + 1, item.id),
+            )
+            if ref is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO alert_threads (incident_id, platform, channel, ref)"
+                    " VALUES (?, ?, ?, ?)",
+                    (item.incident_id, item.platform, item.channel, ref),
+                )
+
+        await self.writer.submit(job)
+
+    async def retry(self, item: OutboxItem, error: str) -> None:
+        await self.writer.submit(
+            lambda db: db.execute(
+                "UPDATE outbox SET tries=?, not_before=?, error=? WHERE id=?",
+                (item.tries, item.not_before, error, item.id),
+            )
+        )
+
+    async def failed(self, item: OutboxItem, error: str) -> None:
+        await self.writer.submit(
+            lambda db: db.execute(
+                "UPDATE outbox SET status='failed', done_at=?, tries=?, error=? WHERE id=?",
+                (time.time(), item.tries, error, item.id),
+            )
+        )
+
+    async def merged(self, superseded: OutboxItem, into: OutboxItem) -> None:
+        def job(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE outbox SET status='merged', done_at=? WHERE id=?",
+                (time.time(), superseded.id),
+            )
+            db.execute("UPDATE outbox SET op=? WHERE id=?", (into.op, into.id))
+
+        await self.writer.submit(job)
+
+    # -- queries (tests, metrics) ---------------------------------------------------------
+    def outbox_counts(self) -> dict[str, int]:
+        rows = self.store.query("SELECT status, COUNT(*) FROM outbox GROUP BY status")
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def incidents(self, *, include_closed: bool = True) -> list[Incident]:
+        rows = self.store.query(
+            "SELECT data FROM incidents WHERE state != 'closed' OR ? ORDER BY id",
+            (int(include_closed),),
+        )
+        return [Incident.from_json(json.loads(r[0])) for r in rows]

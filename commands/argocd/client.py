@@ -1,0 +1,334 @@
+"""Async client for the argocd-server REST API (grpc-gateway).
+
+The wire rules are strict and easy to get wrong, so they live here and nowhere else:
+every non-GET sends exactly ``Content-Type: application/json`` (a charset suffix gets 415),
+a merge patch travels as a JSON *string*, a ``?refresh=`` GET blocks until the controller has
+reconciled (long timeout), and every HTTP failure is mapped once, in ``check_response``, to a
+``commands.errors`` kind a person can read.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any, Literal
+
+import httpx
+
+from commands import errors
+from commands.argocd.app import Application
+
+JSON = "application/json"
+REFRESH_TIMEOUT = 120.0
+REQUEST_ID_INFO = "chatops-request-id"  # a refresh blocks until the controller has reconciled
+
+
+class ArgoCD:
+    """One argocd-server. ``transport`` exists for tests that must not open sockets; the
+    normal path is a real HTTP connection (TLS verified by default, ``ca_bundle`` optional)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        verify: bool | str = True,
+        timeout: float = 30.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self._client = client or httpx.AsyncClient(
+            base_url=self.base_url,
+            verify=verify,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            follow_redirects=False,
+        )
+        self._own_client = client is None
+
+    async def aclose(self) -> None:
+        if self._own_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> ArgoCD:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- links ---------------------------------------------------------------------------
+    def app_url(self, name: str) -> str:
+        return f"{self.base_url}/applications/{name}"
+
+    # -- calls ---------------------------------------------------------------------------
+    async def get(
+        self,
+        name: str,
+        *,
+        refresh: Literal["normal", "hard"] | None = None,
+        project: str | None = None,
+    ) -> Application:
+        params: dict[str, str] = {}
+        if refresh:
+            params["refresh"] = refresh
+        if project:
+            params["project"] = project
+        timeout = REFRESH_TIMEOUT if refresh else None
+        data = await self._request(
+            "GET", f"/api/v1/applications/{name}", params=params, app=name, timeout=timeout
+        )
+        return Application(data)
+
+    async def list_apps(
+        self, *, selector: str | None = None, projects: tuple[str, ...] = ()
+    ) -> list[Application]:
+        params: list[tuple[str, str]] = []
+        if selector:
+            params.append(("selector", selector))
+        for p in projects:
+            params.append(("projects", p))
+        data = await self._request("GET", "/api/v1/applications", params=params)
+        return [Application(item) for item in (data.get("items") or [])]
+
+    async def names(self) -> list[str]:
+        return [a.name for a in await self.list_apps()]
+
+    async def sync(
+        self,
+        name: str,
+        *,
+        prune: bool = True,
+        retry_limit: int = 3,
+        backoff: str = "5s",
+        requested_by: str | None = None,
+        request_id: str | None = None,
+        revision: str | None = None,
+        dry_run: bool = False,
+    ) -> Application:
+        """Start a sync. ``request_id`` travels in the operation's ``info`` so the caller can
+        tell its own operation from an earlier one (``startedAt`` has one-second resolution)."""
+        body: dict[str, Any] = {
+            "name": name,
+            "prune": prune,
+            "dryRun": dry_run,
+            "strategy": {"hook": {"force": False}},
+        }
+        if retry_limit > 0:
+            body["retryStrategy"] = {
+                "limit": retry_limit,
+                "backoff": {"duration": backoff, "factor": 2, "maxDuration": "3m"},
+            }
+        if revision:
+            body["revision"] = revision
+        infos = []
+        if requested_by:
+            infos.append({"name": "requested-by", "value": requested_by})
+        if request_id:
+            infos.append({"name": REQUEST_ID_INFO, "value": request_id})
+        if infos:
+            body["infos"] = infos
+        data = await self._request(
+            "POST", f"/api/v1/applications/{name}/sync", json_body=body, app=name
+        )
+        return Application(data)
+
+    async def patch(self, name: str, patch: Mapping[str, Any]) -> Application:
+        body = {"name": name, "patchType": "merge", "patch": json.dumps(patch)}
+        data = await self._request(
+            "PATCH", f"/api/v1/applications/{name}", json_body=body, app=name
+        )
+        return Application(data)
+
+    async def terminate(self, name: str) -> None:
+        await self._request("DELETE", f"/api/v1/applications/{name}/operation", app=name)
+
+    async def resource_tree(self, name: str) -> list[dict[str, Any]]:
+        data = await self._request("GET", f"/api/v1/applications/{name}/resource-tree", app=name)
+        return list(data.get("nodes") or [])
+
+    async def watch(
+        self, *, name: str | None = None, selector: str | None = None
+    ) -> AsyncGenerator[tuple[str, Application], None]:
+        """Yield ``(type, app)`` from the application stream until the server closes it."""
+        params: dict[str, str] = {}
+        if name:
+            params["name"] = name
+        if selector:
+            params["selector"] = selector
+        try:
+            async with self._client.stream(
+                "GET",
+                "/api/v1/stream/applications",
+                params=params,
+                headers=self._headers(),
+                timeout=httpx.Timeout(None, connect=10.0),
+            ) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    await check_response(resp, app=name, client=self)
+                async for line in resp.aiter_lines():
+                    line = line.strip()
+                    if not line or line.startswith(":"):
+                        continue
+                    if line.startswith("data:"):
+                        line = line[5:].strip()
+                    try:
+                        msg = json.loads(line)
+                    except ValueError:
+                        continue
+                    result = msg.get("result") if isinstance(msg, dict) else None
+                    if not isinstance(result, dict) or "application" not in result:
+                        continue
+                    yield str(result.get("type", "MODIFIED")), Application(result["application"])
+        except httpx.TransportError as e:
+            raise _transport_error(self.base_url, e) from e
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _headers(self, *, body: bool = False) -> dict[str, str]:
+        h = {"Authorization": f"Bearer {self._token}", "Accept": JSON}
+        if body:
+            h["Content-Type"] = JSON
+        return h
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any = None,
+        json_body: Any = None,
+        app: str | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        content = json.dumps(json_body).encode() if json_body is not None else None
+        if content is None and method != "GET":
+            content = b""
+        try:
+            resp = await self._client.request(
+                method,
+                path,
+                params=params,
+                content=content,
+                headers=self._headers(body=method != "GET"),
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.TimeoutException as e:
+            raise errors.Timeout(
+                f"Argo CD did not answer {method} {path} in time.",
+                hint="A refresh waits for the controller; check argocd-application-controller.",
+            ) from e
+        except httpx.TransportError as e:
+            raise _transport_error(self.base_url, e) from e
+        await check_response(resp, app=app, client=self)
+        if not resp.content:
+            return {}
+        try:
+            data = resp.json()
+        except ValueError as e:
+            raise errors.Unavailable(
+                f"Argo CD answered {method} {path} with something that is not JSON.",
+                hint="Is CHATOPS_ARGOCD_URL pointing at argocd-server (not the UI behind a proxy)?",
+            ) from e
+        return data if isinstance(data, dict) else {"items": data}
+
+
+def _transport_error(base_url: str, e: Exception) -> errors.Unavailable:
+    return errors.Unavailable(
+        f"Argo CD at {base_url} is unreachable ({type(e).__name__}).",
+        hint="Check CHATOPS_ARGOCD_URL and that argocd-server is running.",
+    )
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text.strip()[:300]
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("error") or "")[:300]
+    return ""
+
+
+async def check_response(
+    resp: httpx.Response, *, app: str | None = None, client: ArgoCD | None = None
+) -> None:
+    """Map an argocd-server failure to a readable ``CommandError``. The one place it happens."""
+    if resp.status_code < 400:
+        return
+    msg = _message(resp)
+    low = msg.lower()
+    status = resp.status_code
+    what = f"application '{app}'" if app else "Argo CD"
+    if "another operation is already in progress" in low:
+        raise errors.Conflict(
+            f"An operation is already running on {what}.",
+            hint="Wait for it to finish, or check /status.",
+        )
+    if "blocked by sync window" in low:
+        raise errors.Denied(
+            f"Syncing {what} is blocked by a sync window right now.",
+            hint="Wait for the window to open, or ask an Argo CD admin for a manual-sync window.",
+        )
+    if "auto-sync is enabled" in low:
+        raise errors.Conflict(
+            f"Argo CD refuses a history rollback of {what} while auto-sync is on.",
+            hint="Use /rollback, which reverts the commit in Git instead.",
+        )
+    if "refresh deadline exceeded" in low or status == 504:
+        raise errors.Timeout(
+            f"Argo CD could not finish refreshing {what} in time.",
+            hint="The repo server may be slow; try again in a minute.",
+        )
+    if status == 401:
+        raise errors.Unauthorized(
+            "Argo CD rejected the bot's token (401).",
+            hint="Check CHATOPS_ARGOCD_TOKEN: it may be expired or revoked.",
+        )
+    if status == 404 or (status == 403 and app and "permission denied" in low):
+        if status == 404 or client is None or app is None:
+            raise await _not_found(app, client)
+        # A missing app also answers 403 unless ?project= is given: tell the two apart.
+        raise await _not_found(app, client, maybe_denied=True)
+    if status == 403:
+        raise errors.Denied(
+            f"Argo CD denied the bot access to {what}: {msg or 'permission denied'}.",
+            hint="Grant the bot's account the needed RBAC in argocd-rbac-cm.",
+        )
+    if status == 415:
+        raise errors.BadInput(f"Argo CD refused the request's content type: {msg}.")
+    if status == 429:
+        raise errors.Unavailable(
+            "Argo CD is rate-limiting the bot (429).", hint="Try again shortly."
+        )
+    if status in (400, 409, 422):
+        raise errors.Conflict(f"Argo CD refused the request for {what}: {msg}.")
+    if status >= 500:
+        raise errors.Unavailable(
+            f"Argo CD answered {status} for {what}" + (f": {msg}." if msg else "."),
+            hint="argocd-server or the repo server may be restarting; try again shortly.",
+        )
+    raise errors.CommandError(f"Argo CD answered {status} for {what}: {msg}.")
+
+
+async def _not_found(
+    app: str | None, client: ArgoCD | None, *, maybe_denied: bool = False
+) -> errors.CommandError:
+    """No such app, with close matches from the app list. With ``maybe_denied`` (a 403, which
+    Argo CD also answers for a missing app) an app that IS in the list means a real denial."""
+    if not app:
+        return errors.NotFound("Argo CD could not find that resource.")
+    names: list[str] = []
+    if client is not None:
+        try:
+            names = await client.names()
+        except errors.CommandError:
+            names = []
+    if maybe_denied and app in names:
+        return errors.Denied(
+            f"Argo CD denied the bot access to application '{app}'.",
+            hint="Grant the bot's account the needed RBAC in argocd-rbac-cm.",
+        )
+    suggestions = tuple(difflib.get_close_matches(app, names, n=3))
+    hint = f"Did you mean '{suggestions[0]}'?" if suggestions else "Check the name with /status."
+    return errors.NotFound(f"No application '{app}'.", hint=hint, suggestions=suggestions)

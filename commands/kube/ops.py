@@ -1,0 +1,363 @@
+"""Kubernetes operations behind the hooks and commands: list, scale, wait, check UIDs.
+
+Everything goes through the official ``kubernetes`` client via ``commands.kube.client`` (calls
+in worker threads, watches in their own threads, one error mapping). Waiting is done with
+watches that resume from the last seen resourceVersion and re-list on 410 Expired, never with
+fixed sleeps.
+
+An object belongs to an Argo CD app when it carries ``app.kubernetes.io/instance=<app>`` or an
+``argocd.argoproj.io/tracking-id`` annotation starting with ``<app>:``; a pod also belongs to it
+through its owning StatefulSet.
+
+Whether a container runs as root is answered in ``commands.kube.uids`` (kubelet report, then
+``id -u`` over pods/exec, then the declared securityContext); ``KubeOps.container_uids`` feeds
+it the app's pods. ``ContainerUid`` and ``UidSource`` are importable from here as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client as k8s
+
+from commands import errors
+from commands.kube import client as kc
+from commands.kube import uids as kube_uids
+from commands.kube.uids import ContainerUid, UidSource
+from commands.validation import human
+
+__all__ = [
+    "INSTANCE_LABEL",
+    "MERGE_PATCH",
+    "TRACKING_ANNOTATION",
+    "ContainerUid",
+    "KubeOps",
+    "RawObject",
+    "StatefulSetInfo",
+    "UidSource",
+    "belongs_to",
+    "statefulset_info",
+]
+
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
+RawObject = kc.RawObject
+MERGE_PATCH = "application/merge-patch+json"
+
+
+@dataclass(frozen=True)
+class StatefulSetInfo:
+    namespace: str
+    name: str
+    replicas: int  # spec.replicas
+    ready_replicas: int
+    current_revision: str
+    update_revision: str
+    generation: int
+    observed_generation: int
+    annotations: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self.ready_replicas == self.replicas
+            and self.update_revision == self.current_revision
+            and self.observed_generation >= self.generation
+        )
+
+
+def belongs_to(obj: RawObject, app: str) -> bool:
+    meta = obj.get("metadata") or {}
+    if (meta.get("labels") or {}).get(INSTANCE_LABEL) == app:
+        return True
+    tracking = (meta.get("annotations") or {}).get(TRACKING_ANNOTATION) or ""
+    return bool(tracking.startswith(f"{app}:"))
+
+
+def statefulset_info(obj: RawObject) -> StatefulSetInfo:
+    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    replicas = spec.get("replicas")
+    return StatefulSetInfo(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        replicas=1 if replicas is None else int(replicas),  # the API server's default
+        ready_replicas=int(status.get("readyReplicas") or 0),  # omitted when zero
+        current_revision=str(status.get("currentRevision") or ""),
+        update_revision=str(status.get("updateRevision") or ""),
+        generation=int(meta.get("generation") or 0),
+        observed_generation=int(status.get("observedGeneration") or 0),
+        annotations=dict(meta.get("annotations") or {}),
+    )
+
+
+class KubeOps:
+    def __init__(
+        self,
+        api_client: Any,
+        *,
+        exec_enabled: bool = True,
+        watch_timeout: int = 300,
+        exec_timeout: float = 20.0,
+    ) -> None:
+        self.api_client = api_client
+        self.exec_enabled = exec_enabled
+        self.watch_timeout = watch_timeout
+        self.exec_timeout = exec_timeout
+        self.core = k8s.CoreV1Api(api_client)
+        self.apps = k8s.AppsV1Api(api_client)
+        self.authz = k8s.AuthorizationV1Api(api_client)
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _watch(
+        self,
+        resource: str,
+        namespace: str,
+        fn: Callable[..., Any],
+        resource_version: str,
+        deadline: float,
+        **kw: Any,
+    ) -> AsyncGenerator[tuple[str, RawObject], None]:
+        return kc.watch_events(
+            resource,
+            namespace,
+            fn,
+            namespace,
+            resource_version=resource_version,
+            deadline=deadline,
+            max_timeout=self.watch_timeout,
+            **kw,
+        )
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def statefulsets(self, namespace: str, app: str) -> list[StatefulSetInfo]:
+        listing = await kc.call_raw(
+            "list", "statefulsets", namespace, self.apps.list_namespaced_stateful_set, namespace
+        )
+        items = [i for i in listing.get("items", []) if belongs_to(i, app)]
+        return sorted((statefulset_info(i) for i in items), key=lambda s: s.name)
+
+    async def pods(self, namespace: str, app: str) -> list[RawObject]:
+        """Every pod of the app (raw dicts, ``status.phase`` included), by name."""
+        owners = {s.name for s in await self.statefulsets(namespace, app)}
+        listing = await kc.call_raw(
+            "list", "pods", namespace, self.core.list_namespaced_pod, namespace
+        )
+        pods = []
+        for pod in listing.get("items", []):
+            refs = (pod.get("metadata") or {}).get("ownerReferences") or []
+            owned = any(r.get("kind") == "StatefulSet" and r.get("name") in owners for r in refs)
+            if owned or belongs_to(pod, app):
+                pods.append(pod)
+        return sorted(pods, key=lambda p: str(p["metadata"].get("name")))
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    async def scale(self, namespace: str, name: str, replicas: int) -> None:
+        await kc.call_raw(
+            "patch",
+            "statefulsets/scale",
+            namespace,
+            self.apps.patch_namespaced_stateful_set_scale,
+            name,
+            namespace,
+            {"spec": {"replicas": replicas}},
+            _content_type=MERGE_PATCH,
+        )
+
+    async def annotate_statefulset(
+        self, namespace: str, name: str, annotations: dict[str, str | None]
+    ) -> None:
+        """Set annotations; a None value removes the key (JSON merge patch)."""
+        await kc.call_raw(
+            "patch",
+            "statefulsets",
+            namespace,
+            self.apps.patch_namespaced_stateful_set,
+            name,
+            namespace,
+            {"metadata": {"annotations": annotations}},
+            _content_type=MERGE_PATCH,
+        )
+
+    # -- waits ------------------------------------------------------------------------------------
+
+    async def wait_pods_gone(self, namespace: str, sts_name: str, timeout: float) -> None:
+        """Return once no pod of the StatefulSet exists (terminating ones count as present)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pattern = re.compile(rf"^{re.escape(sts_name)}-\d+$")
+
+        def owned(pod: RawObject) -> bool:
+            meta = pod.get("metadata") or {}
+            refs = meta.get("ownerReferences") or []
+            by_owner = any(
+                r.get("kind") == "StatefulSet" and r.get("name") == sts_name for r in refs
+            )
+            return by_owner or (not refs and bool(pattern.match(str(meta.get("name", "")))))
+
+        remaining: set[str] = set()
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    listing = await kc.call_raw(
+                        "list", "pods", namespace, self.core.list_namespaced_pod, namespace
+                    )
+                    remaining = {
+                        p["metadata"]["name"] for p in listing.get("items", []) if owned(p)
+                    }
+                    if not remaining:
+                        return
+                    rv = str(listing["metadata"]["resourceVersion"])
+                    events = self._watch(
+                        "pods", namespace, self.core.list_namespaced_pod, rv, deadline
+                    )
+                    try:
+                        async with contextlib.aclosing(events):
+                            async for kind, pod in events:
+                                if not owned(pod):
+                                    continue
+                                if kind == "DELETED":
+                                    remaining.discard(pod["metadata"]["name"])
+                                else:
+                                    remaining.add(pod["metadata"]["name"])
+                                if not remaining:
+                                    return
+                    except kc.Expired:
+                        continue
+        except TimeoutError:
+            left = ", ".join(sorted(remaining))
+            raise errors.Timeout(
+                f"Pods of StatefulSet {namespace}/{sts_name} were still there after "
+                f"{_span(timeout)}: {left}.",
+                hint="Check for stuck finalizers or a long terminationGracePeriodSeconds.",
+            ) from None
+
+    async def wait_ready(self, namespace: str, name: str, timeout: float) -> StatefulSetInfo:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        selector = f"metadata.name={name}"
+        info: StatefulSetInfo | None = None
+        list_fn = self.apps.list_namespaced_stateful_set
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    listing = await kc.call_raw(
+                        "list",
+                        "statefulsets",
+                        namespace,
+                        list_fn,
+                        namespace,
+                        field_selector=selector,
+                    )
+                    if not listing.get("items"):
+                        raise errors.NotFound(f"StatefulSet {namespace}/{name} not found.")
+                    info = statefulset_info(listing["items"][0])
+                    if info.ready:
+                        return info
+                    rv = str(listing["metadata"]["resourceVersion"])
+                    events = self._watch(
+                        "statefulsets", namespace, list_fn, rv, deadline, field_selector=selector
+                    )
+                    try:
+                        async with contextlib.aclosing(events):
+                            async for kind, obj in events:
+                                if kind == "DELETED":
+                                    raise errors.NotFound(
+                                        f"StatefulSet {namespace}/{name} was deleted."
+                                    )
+                                info = statefulset_info(obj)
+                                if info.ready:
+                                    return info
+                    except kc.Expired:
+                        continue
+        except TimeoutError:
+            raise errors.Timeout(
+                f"StatefulSet {namespace}/{name} was not Ready after {_span(timeout)}: "
+                + _not_ready_reason(info),
+                hint="Look at its pods' events (kubectl describe pod) for failing probes or "
+                "scheduling problems.",
+            ) from None
+
+    # -- who runs as root -------------------------------------------------------------------------
+
+    async def container_uids(self, namespace: str, app: str) -> list[ContainerUid]:
+        """The effective UID of every running container of the app (``commands.kube.uids``)."""
+        return await kube_uids.container_uids(
+            self.core,
+            namespace,
+            await self.pods(namespace, app),
+            exec_enabled=self.exec_enabled,
+            exec_timeout=self.exec_timeout,
+        )
+
+    # -- permissions ------------------------------------------------------------------------------
+
+    async def check_access(self, namespace: str | None = None) -> list[str]:
+        """What the bot's RBAC lacks for hooks, checks and watches, as "verb resource where"
+        (empty: all good). Without a namespace it asks at cluster scope, as the bot's
+        ClusterRole must allow, and includes the Argo CD Applications it watches."""
+        needed = [
+            ("list", "apps", "statefulsets", ""),
+            ("watch", "apps", "statefulsets", ""),
+            ("patch", "apps", "statefulsets", ""),
+            ("patch", "apps", "statefulsets", "scale"),
+            ("list", "", "pods", ""),
+            ("watch", "", "pods", ""),
+            ("list", "", "events", ""),
+            ("watch", "", "events", ""),
+        ]
+        if self.exec_enabled:
+            needed.append(("create", "", "pods", "exec"))
+        if namespace is None:
+            needed += [("get", "argoproj.io", "applications", "")]
+            needed += [("list", "argoproj.io", "applications", "")]
+            needed += [("watch", "argoproj.io", "applications", "")]
+        where = f"in namespace {namespace}" if namespace else "at cluster scope"
+        missing = []
+        for verb, group, resource, sub in needed:
+            review = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {
+                    "resourceAttributes": {
+                        "namespace": namespace or "",
+                        "verb": verb,
+                        "group": group,
+                        "resource": resource,
+                        "subresource": sub,
+                    }
+                },
+            }
+            answer = await kc.call_raw(
+                "create",
+                "selfsubjectaccessreviews",
+                "",
+                self.authz.create_self_subject_access_review,
+                review,
+            )
+            if not (answer.get("status") or {}).get("allowed"):
+                what = f"{resource}/{sub}" if sub else resource
+                missing.append(f"{verb} {what} {where}")
+        return missing
+
+
+def _span(seconds: float) -> str:
+    return human(seconds) if seconds >= 1 else f"{seconds:.1f}s"
+
+
+def _not_ready_reason(info: StatefulSetInfo | None) -> str:
+    if info is None:
+        return "its status could not be read."
+    parts = [f"readyReplicas {info.ready_replicas}/{info.replicas}"]
+    if info.update_revision != info.current_revision:
+        parts.append(f"revision {info.update_revision or '?'} still rolling out")
+    if info.observed_generation < info.generation:
+        parts.append("the controller has not seen the latest spec")
+    return ", ".join(parts) + "."

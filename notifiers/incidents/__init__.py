@@ -1,0 +1,1 @@
+"""Incidents: the model, the engine that turns signals into one incident per app and problem, the alert text built from an incident, and Warning-event folding. May import notifiers.alert, notifiers.routing and commands.results."""
