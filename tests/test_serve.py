@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bot.chat.dispatch import Invocation
+from bot.chat.invocation import Invocation
 from bot.server import serve
 from bot.server.serve import Bot
 from tests.chat_fixtures import (
@@ -103,6 +103,30 @@ async def test_startup_lines_list_features_and_never_a_secret(
     assert "kubernetes: " in text and "timers: self-heal timers: 0 pending" in text
     for secret in (argo.token, slack.token, SIGNING_SECRET, "ghp_secretsecret"):
         assert secret not in text
+
+
+async def test_the_webhook_route_reaches_the_alert_runner_the_wiring_started(
+    tmp_path: Path,
+    argo: FakeArgoCD,  # noqa: F811
+) -> None:
+    from tests.alert_fixtures import TOKEN, body_for
+
+    settings = chat_settings(tmp_path, argo, webhook_token=TOKEN)
+    async with running_bot(settings) as bot:
+        assert bot.enabled["webhooks"] == "POST /webhooks/argocd"
+        assert bot.webhook is not None and bot.webhook.runner is bot.alerts
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        body = body_for("deployed", make_app("payments"))
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(bot.url + "/webhooks/argocd", data=body, headers=headers) as r,
+        ):
+            assert (r.status, await r.json()) == (202, {"status": "accepted"})
+    async with running_bot(chat_settings(tmp_path, argo)) as bot:
+        assert bot.webhook is None
+        assert bot.enabled["webhooks"] == "off (CHATOPS_WEBHOOK_TOKEN is not set)"
+        async with aiohttp.ClientSession() as s, s.post(bot.url + "/webhooks/argocd") as r:
+            assert r.status == 404
 
 
 def test_urls_in_log_lines_lose_credentials() -> None:

@@ -5,8 +5,9 @@
 the store (so alerts accepted before a crash go out now, once), starts the delivery worker, the
 Argo CD application watch and the Kubernetes Warning-event watch when those are configured, a
 timer loop for grace periods and recovery holds, and an apscheduler job that re-announces
-unacknowledged incidents. It registers the ``ack`` command on the dispatcher, and attaches itself
-to the webhook endpoint that ``bot.alerts.webhooks.register`` mounted with the same store.
+unacknowledged incidents. It registers the ``ack`` command on the dispatcher it is given. It knows
+nothing of the webhook endpoint: the server wiring hands the runner to it
+(``WebhookEndpoint.attach``), since both live as long as the server.
 
 Every source ends in ``AlertRunner.ingest``: webhook requests one by one (awaiting the commit),
 watch signals through a queue drained in batches (one commit per batch, whatever the storm).
@@ -160,11 +161,6 @@ class AlertRunner:
                 about="Acknowledge an alert (stops its re-announcements), e.g. ack payments:degraded",
             )
         self._start_watches()
-        from bot.alerts import webhooks
-
-        endpoint = webhooks.endpoint_for(self.store)
-        if endpoint is not None:
-            endpoint.attach(self)
 
     def _start_scheduler(self) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
