@@ -19,9 +19,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bot.alerts import sinks as sink_factory
 from bot.metrics import Registry
@@ -52,6 +52,21 @@ class AlertOptions:
     watch_events: bool = True
     reannounce_every: float | None = None  # how often to look; default min(60, interval / 4)
     kube_client: Any = None  # default: services.kube.api_client
+
+
+class CommandRegistry(Protocol):
+    """Where the ``ack`` command goes: the chat dispatcher (``bot.chat.dispatch.Dispatcher``),
+    passed in by the server wiring; alerts never import the chat package."""
+
+    def register(
+        self,
+        name: str,
+        handler: Callable[[Any, list[str]], Awaitable[Result]],
+        *,
+        mutating: bool,
+        usage: str = "",
+        about: str = "",
+    ) -> None: ...
 
 
 def _is_sink(obj: Any) -> bool:
@@ -134,7 +149,7 @@ class AlertRunner:
             self.m_pending.set(self.deliverer.pending())
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def start(self, dispatcher: Any = None) -> None:
+    async def start(self, dispatcher: CommandRegistry | None = None) -> None:
         self.alert_store = await asyncio.to_thread(AlertStore, self.store, self.engine)
         pending, refs = await asyncio.to_thread(
             lambda: (self.alert_store.pending_items(), self.alert_store.thread_refs())  # type: ignore[union-attr]
@@ -152,7 +167,7 @@ class AlertRunner:
             loop.create_task(self._signal_loop(), name="alert-signals"),
         ]
         self._start_scheduler()
-        if dispatcher is not None and hasattr(dispatcher, "register"):
+        if dispatcher is not None:
             dispatcher.register(
                 "ack",
                 self.ack_command,
@@ -378,7 +393,7 @@ async def start(
     services: Services | None,
     sinks: Mapping[str, Any] | None = None,
     metrics: Registry | None = None,
-    dispatcher: Any = None,
+    dispatcher: CommandRegistry | None = None,
     *,
     options: AlertOptions | None = None,
 ) -> AlertRunner:
