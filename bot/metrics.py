@@ -1,25 +1,36 @@
-"""A tiny in-house Prometheus registry: counters, gauges and histograms with labels.
+"""The bot's Prometheus metrics: ``prometheus_client`` behind a small facade, one
+``CollectorRegistry`` per ``Registry`` (so per server, and per test), never the global default.
 
-Why not prometheus_client: the bot needs a dozen series, one text endpoint and no global state
-(tests build a fresh ``Registry`` per server). Everything here is a few dicts behind a lock, and
-``render()`` writes the text exposition format (version 0.0.4) that Prometheus scrapes.
+The facade is what the rest of the bot calls; it keeps labels as keyword arguments and lets two
+modules ask for the same series (the same name, type and labels give the same metric; another
+type or other labels are an error):
 
     registry = Registry()
     commands = registry.counter("chatops_commands_total", "Commands run", ("platform", "outcome"))
     commands.inc(platform="slack", outcome="changed")
     latency = registry.histogram("chatops_ack_seconds", "Time to ack", ("platform",))
     latency.observe(0.012, platform="slack")
+
+``render()`` is ``generate_latest``: the Prometheus text format, served as version 0.0.4 (what
+every Prometheus version reads; our metric names are all legacy-valid, so it is the same text).
+The ``*_created`` timestamp series prometheus_client adds to counters and histograms are left
+out of the exposition: the bot never exported them and nothing graphs them. Leaving them out
+here, rather than with ``disable_created_metrics()``, changes no process-wide setting.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
+
+import prometheus_client as prom
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_BUCKETS: tuple[float, ...] = (
@@ -38,127 +49,120 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
     60.0,
     300.0,
 )
+
+# Legacy (pre-UTF-8) names only, so the text is the 0.0.4 format every Prometheus reads.
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
-LabelValues = tuple[str, ...]
+_W = TypeVar("_W", bound=MetricWrapperBase)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _fmt(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
+def _valid(name: str, labels: Sequence[str]) -> None:
+    if not _NAME.match(name):
+        raise ValueError(f"invalid metric name {name!r}")
+    for label in labels:
+        if not _LABEL.match(label) or label == "le" or label.startswith("__"):
+            raise ValueError(f"invalid label name {label!r} on {name}")
 
 
 class _Metric:
+    """One prometheus_client metric with its label names; labels are passed as keywords."""
+
     kind = "untyped"
 
-    def __init__(self, name: str, help_text: str, labels: Sequence[str]) -> None:
-        if not _NAME.match(name):
-            raise ValueError(f"invalid metric name {name!r}")
-        for label in labels:
-            if not _LABEL.match(label) or label == "le":
-                raise ValueError(f"invalid label name {label!r} on {name}")
+    def __init__(self, name: str, labels: Sequence[str], metric: MetricWrapperBase) -> None:
         self.name = name
-        self.help = help_text
         self.labels = tuple(labels)
-        self._lock = threading.Lock()
+        self._metric = metric
 
-    def _key(self, values: dict[str, str]) -> LabelValues:
+    def _child(self, metric: _W, values: dict[str, str]) -> _W:
+        """The series for these label values (the metric itself when it has no labels)."""
+        self._check(values)
+        if not self.labels:
+            return metric
+        return metric.labels(**{k: str(v) for k, v in values.items()})
+
+    def _check(self, values: dict[str, str]) -> None:
         if set(values) != set(self.labels):
             raise ValueError(
                 f"{self.name} takes labels {sorted(self.labels)}, got {sorted(values)}"
             )
-        return tuple(str(values[label]) for label in self.labels)
 
-    def _label_text(self, key: LabelValues, extra: tuple[tuple[str, str], ...] = ()) -> str:
-        pairs = [*zip(self.labels, key, strict=True), *extra]
-        if not pairs:
-            return ""
-        return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
-
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {_escape(self.help)}", f"# TYPE {self.name} {self.kind}"]
-
-    def samples(self) -> list[str]:
-        raise NotImplementedError
+    def _sample(self, sample_name: str, values: dict[str, str]) -> float:
+        """The current value of one sample, 0 if that label set was never touched."""
+        self._check(values)
+        wanted = {k: str(v) for k, v in values.items()}
+        for family in self._metric.collect():
+            for sample in family.samples:
+                if sample.name == sample_name and sample.labels == wanted:
+                    return float(sample.value)
+        return 0.0
 
 
-class _Valued(_Metric):
-    """One number per label set: what a counter and a gauge both keep and expose."""
-
-    def __init__(self, name: str, help_text: str, labels: Sequence[str]) -> None:
-        super().__init__(name, help_text, labels)
-        self._values: dict[LabelValues, float] = {}
-
-    def _add(self, amount: float, labels: dict[str, str]) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def value(self, **labels: str) -> float:
-        with self._lock:
-            return self._values.get(self._key(labels), 0.0)
-
-    def samples(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return [f"{self.name}{self._label_text(k)} {_fmt(v)}" for k, v in items]
-
-
-class Counter(_Valued):
+class Counter(_Metric):
     kind = "counter"
+
+    def __init__(
+        self, registry: CollectorRegistry, name: str, help_text: str, labels: Sequence[str]
+    ) -> None:
+        _valid(name, labels)
+        self._counter = prom.Counter(name, help_text, labels, registry=registry)
+        super().__init__(name, labels, self._counter)
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
         if amount < 0:
             raise ValueError("a counter only goes up")
-        self._add(amount, labels)
+        self._child(self._counter, labels).inc(amount)
+
+    def value(self, **labels: str) -> float:
+        total = self.name if self.name.endswith("_total") else self.name + "_total"
+        return self._sample(total, labels)
 
 
-class Gauge(_Valued):
+class Gauge(_Metric):
     kind = "gauge"
 
+    def __init__(
+        self, registry: CollectorRegistry, name: str, help_text: str, labels: Sequence[str]
+    ) -> None:
+        _valid(name, labels)
+        self._gauge = prom.Gauge(name, help_text, labels, registry=registry)
+        super().__init__(name, labels, self._gauge)
+
     def set(self, value: float, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = float(value)
+        self._child(self._gauge, labels).set(value)
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        self._add(amount, labels)
+        self._child(self._gauge, labels).inc(amount)
 
     def dec(self, amount: float = 1.0, **labels: str) -> None:
-        self.inc(-amount, **labels)
+        self._child(self._gauge, labels).dec(amount)
+
+    def value(self, **labels: str) -> float:
+        return self._sample(self.name, labels)
 
 
 class Histogram(_Metric):
     kind = "histogram"
 
     def __init__(
-        self, name: str, help_text: str, labels: Sequence[str], buckets: Sequence[float]
+        self,
+        registry: CollectorRegistry,
+        name: str,
+        help_text: str,
+        labels: Sequence[str],
+        buckets: Sequence[float],
     ) -> None:
-        super().__init__(name, help_text, labels)
+        _valid(name, labels)
         bounds = sorted(float(b) for b in buckets)
         if not bounds or bounds != sorted(set(bounds)):
             raise ValueError(f"{name}: buckets must be distinct numbers")
-        self.buckets = (*bounds, math.inf) if bounds[-1] != math.inf else tuple(bounds)
-        self._counts: dict[LabelValues, list[int]] = {}
-        self._sums: dict[LabelValues, float] = {}
+        self._histogram = prom.Histogram(name, help_text, labels, registry=registry, buckets=bounds)
+        super().__init__(name, labels, self._histogram)
+        self.buckets = (*bounds, float("inf")) if bounds[-1] != float("inf") else tuple(bounds)
 
     def observe(self, value: float, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            counts = self._counts.setdefault(key, [0] * len(self.buckets))
-            for i, bound in enumerate(self.buckets):
-                if value <= bound:
-                    counts[i] += 1
-                    break
-            self._sums[key] = self._sums.get(key, 0.0) + value
+        self._child(self._histogram, labels).observe(value)
 
     @contextmanager
     def time(self, **labels: str) -> Iterator[None]:
@@ -169,58 +173,60 @@ class Histogram(_Metric):
             self.observe(time.perf_counter() - started, **labels)
 
     def count(self, **labels: str) -> int:
-        with self._lock:
-            return sum(self._counts.get(self._key(labels), []))
+        return int(self._sample(self.name + "_count", labels))
 
-    def samples(self) -> list[str]:
-        with self._lock:
-            items = sorted((k, list(v), self._sums[k]) for k, v in self._counts.items())
-        lines: list[str] = []
-        for key, counts, total in items:
-            cumulative = 0
-            for bound, n in zip(self.buckets, counts, strict=True):
-                cumulative += n
-                le = (("le", _fmt(bound)),)
-                lines.append(f"{self.name}_bucket{self._label_text(key, le)} {cumulative}")
-            lines.append(f"{self.name}_sum{self._label_text(key)} {_fmt(total)}")
-            lines.append(f"{self.name}_count{self._label_text(key)} {cumulative}")
-        return lines
+
+class _WithoutCreated(Collector):
+    """What ``/metrics`` shows: the registry's samples less the ``*_created`` series."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self._registry.collect():  # fresh objects on every collect
+            created = family.name + "_created"
+            family.samples = [s for s in family.samples if s.name != created]
+            yield family
 
 
 _M = TypeVar("_M", bound=_Metric)
 
 
 class Registry:
-    """Holds the metrics of one process; asking twice for the same name returns the same metric
-    (so two modules may share a series), asking with another type or labels is an error."""
+    """The metrics of one server: its own ``CollectorRegistry``; asking twice for the same name
+    returns the same metric (so two modules may share a series), asking with another type or
+    labels is an error."""
 
     def __init__(self) -> None:
+        self.collector_registry = CollectorRegistry(auto_describe=True)
+        self._exposed = _WithoutCreated(self.collector_registry)
         self._metrics: dict[str, _Metric] = {}
         self._lock = threading.Lock()
-
-    def _get(self, name: str, cls: type[_Metric], labels: Sequence[str]) -> _Metric | None:
-        existing = self._metrics.get(name)
-        if existing is None:
-            return None
-        if type(existing) is not cls or existing.labels != tuple(labels):
-            raise ValueError(f"metric {name} already registered as {existing.kind}")
-        return existing
 
     def _get_or_make(
         self, name: str, cls: type[_M], labels: Sequence[str], make: Callable[[], _M]
     ) -> _M:
         """The metric registered as ``name``, else a new one from ``make()``, registered."""
         with self._lock:
-            metric = self._get(name, cls, labels) or make()
-            self._metrics[name] = metric
-        assert isinstance(metric, cls)
-        return metric
+            existing = self._metrics.get(name)
+            if existing is None:
+                metric = make()
+                self._metrics[name] = metric
+                return metric
+        if type(existing) is not cls or existing.labels != tuple(labels):
+            raise ValueError(f"metric {name} already registered as {existing.kind}")
+        assert isinstance(existing, cls)
+        return existing
 
     def counter(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Counter:
-        return self._get_or_make(name, Counter, labels, lambda: Counter(name, help_text, labels))
+        reg = self.collector_registry
+        return self._get_or_make(
+            name, Counter, labels, lambda: Counter(reg, name, help_text, labels)
+        )
 
     def gauge(self, name: str, help_text: str, labels: Sequence[str] = ()) -> Gauge:
-        return self._get_or_make(name, Gauge, labels, lambda: Gauge(name, help_text, labels))
+        reg = self.collector_registry
+        return self._get_or_make(name, Gauge, labels, lambda: Gauge(reg, name, help_text, labels))
 
     def histogram(
         self,
@@ -229,15 +235,10 @@ class Registry:
         labels: Sequence[str] = (),
         buckets: Sequence[float] = DEFAULT_BUCKETS,
     ) -> Histogram:
+        reg = self.collector_registry
         return self._get_or_make(
-            name, Histogram, labels, lambda: Histogram(name, help_text, labels, buckets)
+            name, Histogram, labels, lambda: Histogram(reg, name, help_text, labels, buckets)
         )
 
     def render(self) -> str:
-        with self._lock:
-            metrics = sorted(self._metrics.values(), key=lambda m: m.name)
-        lines: list[str] = []
-        for metric in metrics:
-            lines += metric.header()
-            lines += metric.samples()
-        return "\n".join(lines) + "\n"
+        return prom.generate_latest(self._exposed).decode()

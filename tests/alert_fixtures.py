@@ -119,7 +119,7 @@ def discord_channel() -> str:
 
 class Harness:
     """The webhook endpoint and the alert runner on 127.0.0.1, as ``chatops serve`` composes
-    them (route registered before the runner starts, the runner attaching itself)."""
+    them (route registered before the runner starts, the runner handed to it once started)."""
 
     def __init__(
         self,
@@ -154,7 +154,7 @@ class Harness:
     async def __aenter__(self) -> Harness:
         self.store = Store(self.settings.state_db)
         app = web.Application()
-        webhooks.register(app, self.settings, store=self.store, metrics=self.metrics)
+        self.endpoint = webhooks.register(app, self.settings, metrics=self.metrics)
         self._site_runner = web.AppRunner(app, access_log=None)
         await self._site_runner.setup()
         site = web.TCPSite(self._site_runner, "127.0.0.1", 0)
@@ -170,6 +170,8 @@ class Harness:
             self.dispatcher,
             options=self.options,
         )
+        if self.endpoint is not None:
+            self.endpoint.attach(self.runner)
         self.http = httpx.AsyncClient(base_url=self.url, timeout=10)
         return self
 

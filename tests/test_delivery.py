@@ -73,7 +73,7 @@ async def test_bounded_tries_then_failed_in_store_and_metrics(tmp_path, slack):
         assert len(slack.calls_to("chat.postMessage")) == FAST.max_tries
         assert outbox(h) == [("post", "failed", FAST.max_tries)]
         text = h.metrics.render()
-        assert 'chatops_alert_messages_total{platform="slack",op="post",result="failed"} 1' in text
+        assert 'chatops_alert_messages_total{op="post",platform="slack",result="failed"} 1' in text
         # a later edit of that incident cannot go anywhere: failed too, not retried forever
         await h.runner.ingest([Signal(kind="sync_ok", app="payments", operation="2024-05-02")])
         await h.idle()

@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import sys
-import types
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.chat.dispatch import Dispatcher, Invocation
+from bot.chat.dispatch import Dispatcher
+from bot.chat.invocation import Invocation
 from bot.server import wiring
 from bot.state.store import Store
 from commands.results import Result, Status
@@ -292,16 +291,6 @@ async def test_registered_commands_are_authorized_locked_and_audited(d: Dispatch
     result = await task
     assert result is not None and result.summary == f"payments paused by {OPERATOR_NAME}"
     assert seen == [["payments"]]
-
-
-async def test_rollback_answers_not_configured_until_the_core_has_it(
-    d: Dispatcher, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "commands.rollback", types.ModuleType("commands.rollback"))
-    reply = RecordingReply()
-    result = await d.handle(inv(f"rollback payments {SHA}"), reply)
-    assert reply.confirms == []  # nothing would be written, so nothing to confirm
-    assert result is not None and result.summary == "Rollback is not configured yet."
 
 
 async def test_rollback_with_a_pinned_commit_is_confirmed_first(d: Dispatcher) -> None:

@@ -14,8 +14,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from bot.chat.dispatch import Invocation
+from bot.chat.invocation import Invocation
 from bot.server import serve
 from bot.server.serve import Bot
 from tests.chat_fixtures import (
@@ -56,11 +57,19 @@ async def test_probes_and_metrics(tmp_path: Path, argo: FakeArgoCD) -> None:  # 
         await bot.dispatcher.handle(inv, reply)
         status, ctype, text = await get(bot.url + "/metrics")
         assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
-        assert 'chatops_http_requests_total{route="/healthz",status="200"} 1' in text
-        assert 'chatops_http_requests_total{route="/readyz",status="200"} 1' in text
-        assert 'chatops_commands_total{platform="slack",command="status",outcome="noop"} 1' in text
-        assert 'chatops_command_seconds_count{command="status"} 1' in text
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        requests = "chatops_http_requests_total"
+        assert samples[(requests, (("route", "/healthz"), ("status", "200")))] == 1
+        assert samples[(requests, (("route", "/readyz"), ("status", "200")))] == 1
+        outcome = (("command", "status"), ("outcome", "noop"), ("platform", "slack"))
+        assert samples[("chatops_commands_total", outcome)] == 1
+        assert samples[("chatops_command_seconds_count", (("command", "status"),))] == 1
         assert "# TYPE chatops_http_request_seconds histogram" in text
+        assert "_created" not in text  # the series the bot exports, and no more
 
 
 async def test_without_argocd_it_still_serves_and_says_what_is_missing(
@@ -103,6 +112,30 @@ async def test_startup_lines_list_features_and_never_a_secret(
     assert "kubernetes: " in text and "timers: self-heal timers: 0 pending" in text
     for secret in (argo.token, slack.token, SIGNING_SECRET, "ghp_secretsecret"):
         assert secret not in text
+
+
+async def test_the_webhook_route_reaches_the_alert_runner_the_wiring_started(
+    tmp_path: Path,
+    argo: FakeArgoCD,  # noqa: F811
+) -> None:
+    from tests.alert_fixtures import TOKEN, body_for
+
+    settings = chat_settings(tmp_path, argo, webhook_token=TOKEN)
+    async with running_bot(settings) as bot:
+        assert bot.enabled["webhooks"] == "POST /webhooks/argocd"
+        assert bot.webhook is not None and bot.webhook.runner is bot.alerts
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        body = body_for("deployed", make_app("payments"))
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(bot.url + "/webhooks/argocd", data=body, headers=headers) as r,
+        ):
+            assert (r.status, await r.json()) == (202, {"status": "accepted"})
+    async with running_bot(chat_settings(tmp_path, argo)) as bot:
+        assert bot.webhook is None
+        assert bot.enabled["webhooks"] == "off (CHATOPS_WEBHOOK_TOKEN is not set)"
+        async with aiohttp.ClientSession() as s, s.post(bot.url + "/webhooks/argocd") as r:
+            assert r.status == 404
 
 
 def test_urls_in_log_lines_lose_credentials() -> None:

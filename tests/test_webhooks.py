@@ -201,13 +201,40 @@ async def test_chunked_oversized_body_is_413(tmp_path):
         assert resp.status_code == 413
 
 
-async def test_endpoint_answers_503_until_the_runner_attaches(tmp_path):
+async def test_endpoint_answers_503_until_the_runner_is_attached(tmp_path):
+    import httpx
     from aiohttp import web
+
+    from bot.alerts import runner as alerting
+    from bot.state.store import Store
 
     app = web.Application()
     endpoint = webhooks.register(app, settings(tmp_path))
     assert endpoint is not None and endpoint.runner is None
     assert webhooks.register(web.Application(), settings(tmp_path, webhook_token=None)) is None
+    site_runner = web.AppRunner(app, access_log=None)
+    await site_runner.setup()
+    site = web.TCPSite(site_runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    store = Store(settings(tmp_path).state_db)
+    body = body_for("sync-failed", failed_app(make_app("payments")))
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    runner = None
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            early = await http.post(webhooks.PATH, content=body, headers=headers)
+            assert early.status_code == 503
+            assert early.json()["error"] == "alerts are starting"
+            runner = await alerting.start(settings(tmp_path), store, None)
+            endpoint.attach(runner)
+            late = await http.post(webhooks.PATH, content=body, headers=headers)
+            assert (late.status_code, late.json()) == (202, {"status": "accepted"})
+    finally:
+        if runner is not None:
+            await runner.close()
+        await site_runner.cleanup()
+        store.close()
 
 
 async def test_webhook_and_watch_reports_are_one_incident(tmp_path, slack):

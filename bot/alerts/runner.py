@@ -5,8 +5,9 @@
 the store (so alerts accepted before a crash go out now, once), starts the delivery worker, the
 Argo CD application watch and the Kubernetes Warning-event watch when those are configured, a
 timer loop for grace periods and recovery holds, and an apscheduler job that re-announces
-unacknowledged incidents. It registers the ``ack`` command on the dispatcher, and attaches itself
-to the webhook endpoint that ``bot.alerts.webhooks.register`` mounted with the same store.
+unacknowledged incidents. It registers the ``ack`` command on the dispatcher it is given. It knows
+nothing of the webhook endpoint: the server wiring hands the runner to it
+(``WebhookEndpoint.attach``), since both live as long as the server.
 
 Every source ends in ``AlertRunner.ingest``: webhook requests one by one (awaiting the commit),
 watch signals through a queue drained in batches (one commit per batch, whatever the storm).
@@ -18,9 +19,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from bot.alerts import sinks as sink_factory
 from bot.metrics import Registry
@@ -51,6 +52,21 @@ class AlertOptions:
     watch_events: bool = True
     reannounce_every: float | None = None  # how often to look; default min(60, interval / 4)
     kube_client: Any = None  # default: services.kube.api_client
+
+
+class CommandRegistry(Protocol):
+    """Where the ``ack`` command goes: the chat dispatcher (``bot.chat.dispatch.Dispatcher``),
+    passed in by the server wiring; alerts never import the chat package."""
+
+    def register(
+        self,
+        name: str,
+        handler: Callable[[Any, list[str]], Awaitable[Result]],
+        *,
+        mutating: bool,
+        usage: str = "",
+        about: str = "",
+    ) -> None: ...
 
 
 def _is_sink(obj: Any) -> bool:
@@ -133,7 +149,7 @@ class AlertRunner:
             self.m_pending.set(self.deliverer.pending())
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def start(self, dispatcher: Any = None) -> None:
+    async def start(self, dispatcher: CommandRegistry | None = None) -> None:
         self.alert_store = await asyncio.to_thread(AlertStore, self.store, self.engine)
         pending, refs = await asyncio.to_thread(
             lambda: (self.alert_store.pending_items(), self.alert_store.thread_refs())  # type: ignore[union-attr]
@@ -151,7 +167,7 @@ class AlertRunner:
             loop.create_task(self._signal_loop(), name="alert-signals"),
         ]
         self._start_scheduler()
-        if dispatcher is not None and hasattr(dispatcher, "register"):
+        if dispatcher is not None:
             dispatcher.register(
                 "ack",
                 self.ack_command,
@@ -160,11 +176,6 @@ class AlertRunner:
                 about="Acknowledge an alert (stops its re-announcements), e.g. ack payments:degraded",
             )
         self._start_watches()
-        from bot.alerts import webhooks
-
-        endpoint = webhooks.endpoint_for(self.store)
-        if endpoint is not None:
-            endpoint.attach(self)
 
     def _start_scheduler(self) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -382,7 +393,7 @@ async def start(
     services: Services | None,
     sinks: Mapping[str, Any] | None = None,
     metrics: Registry | None = None,
-    dispatcher: Any = None,
+    dispatcher: CommandRegistry | None = None,
     *,
     options: AlertOptions | None = None,
 ) -> AlertRunner:

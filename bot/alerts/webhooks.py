@@ -24,8 +24,8 @@ import hmac
 import json
 import logging
 import time
-import weakref
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,7 +35,6 @@ from notifiers.alert import ResourceProblem
 from notifiers.incidents.engine import Signal
 
 if TYPE_CHECKING:
-    from bot.alerts.runner import AlertRunner
     from bot.metrics import Registry
 
 log = logging.getLogger(__name__)
@@ -171,6 +170,13 @@ def signals(body: Body, ui_url: str = "") -> list[Signal]:
     return [ok, Signal(kind="healthy", revision=revision, **common)]
 
 
+class Ingest(Protocol):
+    """Where an accepted notification goes (``bot.alerts.runner.AlertRunner``): stores what the
+    signals cause and answers "accepted" or "duplicate" once it is committed."""
+
+    async def ingest(self, signals: Iterable[Signal], dedup_key: str | None = None) -> str: ...
+
+
 def _error(status: int, error: str, field: str | None = None, message: str = "") -> web.Response:
     body = {"error": error, "field": field, "message": message}
     return web.json_response(body, status=status)
@@ -187,10 +193,13 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
 
 
 class WebhookEndpoint:
+    """The route's handler. It may be mounted before the alert runner exists: until the server
+    wiring calls ``attach(runner)`` it answers 503, which Argo CD retries."""
+
     def __init__(
         self,
         settings: Settings,
-        runner: AlertRunner | None = None,
+        runner: Ingest | None = None,
         *,
         metrics: Registry | None = None,
         max_body: int = MAX_BODY,
@@ -210,7 +219,7 @@ class WebhookEndpoint:
                 "chatops_webhook_seconds", "Time to answer an Argo CD webhook", ()
             )
 
-    def attach(self, runner: AlertRunner) -> None:
+    def attach(self, runner: Ingest) -> None:
         self.runner = runner
 
     def _count(self, result: str, started: float) -> None:
@@ -284,35 +293,22 @@ class WebhookEndpoint:
         return web.json_response({"status": result}, status=202)
 
 
-_BY_STORE: weakref.WeakKeyDictionary[Any, WebhookEndpoint] = weakref.WeakKeyDictionary()
-
-
 def register(
     app: web.Application,
     settings: Settings,
-    runner: AlertRunner | None = None,
+    runner: Ingest | None = None,
     *,
-    store: Any = None,
     metrics: Registry | None = None,
-    **_unused: Any,
 ) -> WebhookEndpoint | None:
-    """Add ``POST /webhooks/argocd`` to ``app`` (before it starts).
+    """Add ``POST /webhooks/argocd`` to ``app`` (before it starts) and return its endpoint.
 
-    The HTTP server may start before the alert runner: then pass the ``store``, and
-    ``bot.alerts.runner.start`` with the same store attaches its runner (until then the endpoint
-    answers 503, which Argo CD retries). Without ``CHATOPS_WEBHOOK_TOKEN`` the route is not
-    added and the log says so.
+    The HTTP server starts before the alert runner, so the caller (``bot.server.serve``) keeps
+    the endpoint and hands it the runner with ``attach`` once alerts have started. Without
+    ``CHATOPS_WEBHOOK_TOKEN`` the route is not added, None is returned and the log says so.
     """
     if settings.webhook_token is None or not settings.webhook_token.get_secret_value():
         log.warning("webhooks: CHATOPS_WEBHOOK_TOKEN is not set, POST %s is disabled", PATH)
         return None
     endpoint = WebhookEndpoint(settings, runner, metrics=metrics)
     app.router.add_post(PATH, endpoint.handle)
-    if store is not None:
-        _BY_STORE[store] = endpoint
     return endpoint
-
-
-def endpoint_for(store: Any) -> WebhookEndpoint | None:
-    """The endpoint registered with ``store`` (for ``bot.alerts.runner.start`` to attach to)."""
-    return _BY_STORE.get(store)

@@ -18,13 +18,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from bot.chat.invocation import Invocation
 from bot.settings import ROLE_ORDER, Authorization, Grant
 from commands import errors
-
-if TYPE_CHECKING:
-    from bot.chat.dispatch import Invocation
 
 log = logging.getLogger(__name__)
 

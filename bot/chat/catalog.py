@@ -3,30 +3,25 @@ into something the dispatcher can authorize, confirm, lock and run.
 
 Parsing is pure (no I/O): every mistake is an ``errors.BadInput`` raised before anything is
 audited as started or sent to Argo CD, so the dispatcher can answer it with the usage line.
-Built-ins are parsed here; other features add commands with ``Catalog.register`` (the alerts
-helper's ``ack``). Names are configurable (``settings.command_names``/``command_prefix``),
+Built-ins are parsed here; other features add commands with ``Catalog.register`` (the alert
+runner's ``ack``). Names are configurable (``settings.command_names``/``command_prefix``),
 since slash commands are workspace-wide; the canonical name is what buttons carry.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
+from bot.chat.invocation import Invocation
 from bot.settings import Settings
 from commands import errors, validation
 from commands.context import Caller, Services
 from commands.results import Fact, Progress, Result, Status
 from commands.sync import SyncOptions
 
-if TYPE_CHECKING:
-    from bot.chat.dispatch import Invocation
-
-Handler = Callable[["Invocation", list[str]], Awaitable[Result]]
+Handler = Callable[[Invocation, list[str]], Awaitable[Result]]
 Runner = Callable[[Progress], Awaitable[Result]]
 
 _COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
@@ -225,28 +220,13 @@ class Catalog:
                 raise errors.BadInput(f"'{rest[0][:40]}' is not a commit SHA.")
             _no_more(rest[1:])
         line = f"rollback {app}" + (f" {commit}" if commit else "")
-        rollback_chat = _rollback_chat()
-        if rollback_chat is None:
-
-            async def not_configured(_p: Progress) -> Result:
-                return Result(
-                    "rollback",
-                    app,
-                    Status.FAILED,
-                    "Rollback is not configured yet.",
-                    facts=(Fact("hint", "Use Argo CD or Git directly for now."),),
-                )
-
-            return Parsed(cmd, line, app, not_configured)
-        kwargs: dict[str, Any] = {}
-        if "opts" in inspect.signature(rollback_chat).parameters:
-            kwargs["opts"] = self._sync_options(True)
+        opts = self._sync_options(True)
+        from commands.rollback import rollback_chat
 
         async def run(p: Progress) -> Result:
-            result: Result = await rollback_chat(
-                self._svc(), app, commit=commit, caller=caller, progress=p, **kwargs
+            return await rollback_chat(
+                self._svc(), app, commit=commit, caller=caller, progress=p, opts=opts
             )
-            return result
 
         # Without the full SHA the core only shows the commit and a confirm button (the
         # button pins the SHA), so only the call that writes needs the confirmation.
@@ -343,12 +323,3 @@ def _one_app(args: list[str]) -> str:
 def _no_more(rest: list[str]) -> None:
     if rest:
         raise errors.BadInput(f"Unexpected '{rest[0][:40]}'.")
-
-
-def _rollback_chat() -> Callable[..., Awaitable[Result]] | None:
-    try:
-        module = importlib.import_module("commands.rollback")
-    except ImportError:
-        return None
-    fn = getattr(module, "rollback_chat", None)
-    return fn if callable(fn) else None

@@ -28,7 +28,8 @@ import yarl
 from discord import app_commands
 
 from bot.chat import discord_views as views
-from bot.chat.dispatch import Dispatcher, Invocation
+from bot.chat.dispatch import Dispatcher
+from bot.chat.invocation import Invocation
 from bot.settings import ConfigError, Settings
 from commands.results import Result, Step
 from notifiers.render import common as rc
@@ -64,7 +65,7 @@ def member_role_ids(user: discord.User | discord.Member) -> tuple[str, ...]:
 
 
 class DiscordReply:
-    """``bot.chat.dispatch.Reply`` for one interaction.
+    """``bot.chat.invocation.Reply`` for one interaction.
 
     ``mode="original"``: the interaction was deferred with thinking; edit ``@original``.
     ``mode="followup"``: the interaction was answered otherwise (a Confirm click updates the

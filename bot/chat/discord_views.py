@@ -9,7 +9,7 @@ previous process (or another replica) still reaches the command core:
 - ``CancelButton``   ``chatops:cancel``              drops a pending confirmation
 
 The buttons only decode the ``custom_id``; what a click does is the job of the ``ButtonHandler``
-the client carries (bot/discord_app.py), so this module knows nothing about the dispatcher.
+the client carries (``DiscordApp`` in bot.chat.discord), so this module knows nothing about the dispatcher.
 Views are built with ``timeout=None``: a timed-out view would unregister the dynamic templates.
 """
 

@@ -1,8 +1,8 @@
 """The platform-neutral command dispatcher: one path from a chat command to the command core.
 
 Slack and Discord adapters turn what the platform sent into an ``Invocation`` (a command string
-plus who/where) and a ``Reply`` (how to show progress, a result, a confirmation or an error), then
-call ``Dispatcher.handle``. Everything that must be the same on both platforms lives here, in this
+plus who/where) and a ``Reply`` (how to show progress, a result, a confirmation or an error; both
+in ``bot.chat.invocation``), then call ``Dispatcher.handle``. Everything that must be the same on both platforms lives here, in this
 order: parse (a mistake gets the usage line), audit the attempt, authorize (a denial names the
 role needed), ask for confirmation of destructive actions, take the per-app lock (a second
 operation on a busy app is told who started what and when), run the core with throttled progress,
@@ -18,52 +18,25 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from bot.chat.authz import Authorizer, GroupResolver
 from bot.chat.catalog import Catalog, Handler, Parsed
+from bot.chat.invocation import Invocation, Reply
 from bot.chat.progress import PROGRESS_INTERVAL, ProgressThrottle
 from bot.metrics import Registry
 from bot.settings import Settings
 from bot.state.store import Store
 from commands import errors, validation
 from commands.context import Services
-from commands.results import Fact, Result, Status, Step
+from commands.results import Fact, Result, Status
 from commands.sync import failed_result
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Dispatcher", "Handler", "InFlight", "Invocation", "Reply"]
-
-
-@dataclass(frozen=True)
-class Invocation:
-    platform: Literal["slack", "discord", "cli"]
-    user_id: str
-    user_name: str
-    channel_id: str
-    text: str  # "sync payments", "selfheal off payments 30m", "help", "ack <key>"
-    team_id: str | None = None  # Slack team/enterprise of the user (Slack Connect check)
-    guild_id: str | None = None
-    roles: tuple[str, ...] = ()  # Discord role IDs from the interaction's member.roles
-    confirmed: bool = False  # True when it comes from a confirmed button/dialog
-    source: Literal["command", "button"] = "command"
-
-
-class Reply(Protocol):
-    async def progress(self, command: str, target: str, steps: Sequence[Step]) -> None:
-        """Create-or-edit the ONE progress message (the dispatcher throttles the calls)."""
-
-    async def result(self, result: Result) -> None:
-        """The final edit of that message (or a new message if there was no progress)."""
-
-    async def ask_confirm(self, prompt: str, command: str) -> None:
-        """Show Confirm/Cancel; Confirm re-enters ``handle`` with ``confirmed=True``."""
-
-    async def error(self, text: str) -> None:
-        """A short message, ideally only visible to the caller."""
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
+from bot.chat.invocation import Reply
 from commands.results import Step
-
-if TYPE_CHECKING:
-    from bot.chat.dispatch import Reply
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.chat.dispatch import Dispatcher, Invocation
+from bot.chat.dispatch import Dispatcher
+from bot.chat.invocation import Invocation
 from bot.settings import Settings
 from commands.results import Result, Step
 from notifiers.render import slack as render_slack

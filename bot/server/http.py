@@ -4,7 +4,8 @@ features mount on it (``POST /slack/events``, ``POST /webhooks/argocd``).
 One aiohttp application so the ingress, the Service and the probes point at one port. Probes
 answer from memory, never from a dependency: ``/healthz`` says the process is serving,
 ``/readyz`` says it can do its job (store open, Argo CD configured) and lists what is missing.
-Every request is counted and timed per route into the in-house metrics registry.
+Every request is counted and timed per route into the server's own metrics registry
+(``bot.metrics``, prometheus_client with a per-server registry).
 """
 
 from __future__ import annotations

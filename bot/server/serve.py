@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib
 import logging
 import signal
 import sys
@@ -27,6 +26,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from bot.alerts import runner as alert_runner
+from bot.alerts import webhooks
+from bot.chat import discord as discord_chat
 from bot.chat.dispatch import Dispatcher
 from bot.chat.slack import SlackAdapter, group_resolver, make_client
 from bot.metrics import Registry
@@ -79,8 +81,9 @@ class Bot:
         self.http: HttpServer | None = None
         self.slack: SlackAdapter | None = None
         self.scheduler: SelfHealScheduler | None = None
-        self.discord: Any = None
-        self.alerts: Any = None
+        self.discord: discord_chat.DiscordRunner | None = None
+        self.alerts: alert_runner.AlertRunner | None = None
+        self.webhook: webhooks.WebhookEndpoint | None = None
         self._session: aiohttp.ClientSession | None = None
         self._store_open = False
         self.enabled: dict[str, str] = {}  # feature -> one line, for the start-up log
@@ -220,21 +223,13 @@ class Bot:
             self.enabled["slack"] += "; no CHATOPS_SLACK_ALERT_CHANNEL (no announcements)"
 
     def _mount_webhooks(self, app: Any) -> None:
-        module = _optional("bot.alerts.webhooks")
-        if module is None or not hasattr(module, "register"):
-            self.enabled["webhooks"] = "POST /webhooks/argocd not available in this build"
-            return
+        """The route goes on the app now (before it starts); the endpoint answers 503 until
+        ``_start_alerts`` attaches the runner to it."""
         try:
-            endpoint = module.register(
-                app,
-                settings=self.settings,
-                store=self.store,
-                metrics=self.metrics,
-                dispatcher=self.dispatcher,
-            )
+            self.webhook = webhooks.register(app, self.settings, metrics=self.metrics)
             self.enabled["webhooks"] = (
                 "POST /webhooks/argocd"
-                if endpoint is not None or self.settings.webhook_token
+                if self.webhook is not None
                 else "off (CHATOPS_WEBHOOK_TOKEN is not set)"
             )
         except Exception as e:
@@ -245,12 +240,9 @@ class Bot:
         if self.settings.discord_token is None:
             self.enabled["discord"] = "off (CHATOPS_DISCORD_TOKEN is not set)"
             return
-        module = _optional("bot.chat.discord")
-        if module is None:
-            self.enabled["discord"] = "not available in this build"
-            return
+        assert self.dispatcher is not None
         try:
-            self.discord = await module.start_discord(self.settings, self.dispatcher)
+            self.discord = await discord_chat.start_discord(self.settings, self.dispatcher)
             self.enabled["discord"] = "gateway connected" + (
                 f", commands synced to guild {self.settings.discord_guild_id}"
                 if self.settings.discord_guild_id
@@ -261,16 +253,14 @@ class Bot:
             self.enabled["discord"] = f"FAILED to start ({type(e).__name__})"
 
     async def _start_alerts(self) -> None:
-        module = _optional("bot.alerts.runner")
-        if module is None or not hasattr(module, "start"):
-            self.enabled["alerts"] = "not available in this build"
-            return
+        assert self.store is not None
         sinks = {"slack": self.slack, "discord": self.discord}
         try:
-            runner = module.start(
+            self.alerts = await alert_runner.start(
                 self.settings, self.store, self.services, sinks, self.metrics, self.dispatcher
             )
-            self.alerts = await runner if asyncio.iscoroutine(runner) else runner
+            if self.webhook is not None:
+                self.webhook.attach(self.alerts)
             self.enabled["alerts"] = "on"
         except Exception as e:
             log.exception("alerts did not start")
@@ -322,16 +312,6 @@ class Bot:
             self._store_open = False
             self.store.close()
         log.info("stopped")
-
-
-def _optional(module: str) -> Any | None:
-    """A feature module another part of the project provides, if this build has it."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name != module:
-            raise
-        return None
 
 
 async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:

@@ -12,7 +12,7 @@ The incident ``Engine`` lives on this thread too: it is only ever touched by wri
 so its memory and the incidents table change together, in the same order. If a COMMIT itself
 fails, the engine is reloaded from the database, so it never remembers what was not stored.
 
-Tables (migration 2 in bot/store.py): incidents, outbox, alert_threads, webhook_dedup.
+Tables (migration 2 in bot.state.store): incidents, outbox, alert_threads, webhook_dedup.
 """
 
 from __future__ import annotations
@@ -349,15 +349,3 @@ class AlertStore:
             db.execute("UPDATE outbox SET op=? WHERE id=?", (into.op, into.id))
 
         await self.writer.submit(job)
-
-    # -- queries (tests, metrics) ---------------------------------------------------------
-    def outbox_counts(self) -> dict[str, int]:
-        rows = self.store.query("SELECT status, COUNT(*) FROM outbox GROUP BY status")
-        return {str(r[0]): int(r[1]) for r in rows}
-
-    def incidents(self, *, include_closed: bool = True) -> list[Incident]:
-        rows = self.store.query(
-            "SELECT data FROM incidents WHERE state != 'closed' OR ? ORDER BY id",
-            (int(include_closed),),
-        )
-        return [Incident.from_json(json.loads(r[0])) for r in rows]

@@ -75,7 +75,7 @@ async def serve(cfg: dict[str, Any]) -> None:
         return web.json_response({"status": "accepted"}, status=202)
 
     app.router.add_post("/noop", noop)
-    webhooks.register(app, settings, store=store, metrics=metrics)
+    endpoint = webhooks.register(app, settings, metrics=metrics)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", cfg["port"]).start()
@@ -103,6 +103,8 @@ async def serve(cfg: dict[str, Any]) -> None:
         kube_client=kube_client,
     )
     alerts = await alerting.start(settings, store, services, None, metrics, None, options=options)
+    if endpoint is not None:
+        endpoint.attach(alerts)
     print("READY", flush=True)
     try:
         while True:
