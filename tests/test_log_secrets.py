@@ -1,6 +1,6 @@
 """Capability URLs and tokens stay out of the log at every level: a Slack ``response_url`` lets
-whoever holds it post as the bot in that channel for 30 minutes, so it is never written, not even
-by slack-sdk's DEBUG request lines or its INFO retry lines."""
+whoever holds it post as the bot in that channel for 30 minutes, a Discord interaction token for
+15, so neither is written, not even by the SDKs' DEBUG request lines or INFO retry lines."""
 
 from __future__ import annotations
 
@@ -51,3 +51,28 @@ async def test_response_url_is_never_logged_even_at_debug(
     path = url.split("://", 1)[1].split("/", 1)[1]  # "response/R00001": the secret part
     for secret in (url, path, cancel_url, cancel_url.split("/", 3)[3], h.slack.token):
         assert secret not in caplog.text
+
+
+async def test_discord_interaction_tokens_are_never_logged_even_at_debug(
+    tmp_path: Path,
+    argo: FakeArgoCD,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import discord
+
+    from tests.fakes.discord_api import FakeDiscord
+    from tests.test_discord import running_bot
+
+    caplog.set_level(logging.DEBUG)
+    old_base = discord.http.Route.BASE  # the bot points discord.py at the fake (process-wide)
+    fake = FakeDiscord().start()
+    try:
+        async with running_bot(fake, argo, tmp_path) as bot:
+            payload = bot.command("status", {"app": "payments"})
+            await bot.final(payload, "☑️")
+            assert bot.calls(payload)  # the interaction's webhook URLs were used
+    finally:
+        discord.http.Route.BASE = old_base
+        fake.stop()
+    assert any(r.levelno == logging.DEBUG for r in caplog.records)
+    assert payload["token"] not in caplog.text
