@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -67,6 +67,19 @@ class Authorization(BaseModel):
     discord_channels: list[str] = []
     discord_guilds: list[str] = []
     grants: list[Grant] = []
+    # Acknowledge (``ack KEY``, the alert's button) silences an incident's re-announcements:
+    # it needs this role for the incident's app ("viewer" lets anyone who may read ack)
+    ack_role: Role = "operator"
+    # Slack user-group members are asked again after ``group_cache_fresh`` seconds; while Slack
+    # errors the last answer is used up to ``group_cache_max_age``, never longer
+    group_cache_fresh: Annotated[float, Field(ge=0, le=3600)] = 300.0
+    group_cache_max_age: Annotated[float, Field(ge=0, le=86400)] = 3600.0
+
+    @model_validator(mode="after")
+    def _cache_ages(self) -> Authorization:
+        if self.group_cache_max_age < self.group_cache_fresh:
+            raise ValueError("group_cache_max_age must be at least group_cache_fresh")
+        return self
 
 
 class Route(BaseModel):

@@ -1,7 +1,15 @@
-"""Input checks done before any API call: names, durations, timeouts."""
+"""Input checks done before any API call: names, durations, timeouts, counts.
+
+Every number a user types is bounded BEFORE it is converted: the text is length-checked and
+matched against a plain digits pattern first, so ``int()`` never meets Python's 4,300-digit limit
+(ValueError), ``float()`` never returns ``inf``/``nan``, and no range check or message formats an
+infinite value (OverflowError). A mistake is always ``errors.BadInput`` (a usage error: the chat
+shows the usage line, the CLI exits 2).
+"""
 
 from __future__ import annotations
 
+import math
 import re
 
 from commands import errors
@@ -10,7 +18,14 @@ _DNS1123_SUBDOMAIN = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 )
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$", re.ASCII)
+_SECONDS = re.compile(r"^\d+(\.\d+)?$", re.ASCII)
+_INTEGER = re.compile(r"^[-+]?\d+$", re.ASCII)
+_DIGITS = re.compile(r"^\d+$", re.ASCII)
+# "1d23h59m59s" is 11 characters and a day in seconds 6 digits: 24 is plenty for any real
+# duration or count, and far below what makes int()/float() misbehave
+MAX_NUMBER_CHARS = 24
+MAX_INCIDENT_KEY = 300  # "APP:PROBLEM": an app name is at most 253 characters
 
 
 def app_name(name: str) -> str:
@@ -37,26 +52,62 @@ def namespace(name: str) -> str:
 def duration(text: str, *, minimum: float, maximum: float, what: str = "duration") -> float:
     """Parse ``90``, ``90s``, ``30m``, ``1h30m``, ``2d`` to seconds, within [minimum, maximum]."""
     raw = text.strip().lower()
-    seconds: float
-    if re.fullmatch(r"\d+(\.\d+)?", raw):
-        seconds = float(raw)
-    else:
-        m = _DURATION.match(raw)
-        if not raw or not m or not any(m.groups()):
-            raise errors.BadInput(
-                f"'{_clip(text)}' is not a {what}.",
-                hint=f"Write it like 90s, 30m, 1h30m or 2d; accepted range {human(minimum)} "
-                f"to {human(maximum)}.",
-            )
-        d, h, mi, s = (int(g) if g else 0 for g in m.groups())
-        seconds = float(d * 86400 + h * 3600 + mi * 60 + s)
+    seconds: float | None = None
+    if raw and len(raw) <= MAX_NUMBER_CHARS:
+        if _SECONDS.match(raw):
+            seconds = float(raw)
+        elif (m := _DURATION.match(raw)) and any(m.groups()):
+            d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+            seconds = float(d * 86400 + h * 3600 + mi * 60 + s)
+    if seconds is None:
+        wrong = "is too long for" if len(raw) > MAX_NUMBER_CHARS else "is not"
+        raise errors.BadInput(
+            f"'{_clip(text)}' {wrong} a {what}.",
+            hint=f"Write it like 90s, 30m, 1h30m or 2d; accepted range {human(minimum)} "
+            f"to {human(maximum)}.",
+        )
     return within(seconds, minimum=minimum, maximum=maximum, what=what)
 
 
-def within(seconds: float, *, minimum: float, maximum: float, what: str = "duration") -> float:
-    if not minimum <= seconds <= maximum:
+def integer(text: str, *, minimum: int, maximum: int, what: str = "number") -> int:
+    """A whole number typed by a user (``--retry-limit``, ``--limit``), within [min, max]."""
+    raw = text.strip()
+    if len(raw) > MAX_NUMBER_CHARS or not _INTEGER.match(raw):
+        wrong = "is too long for a" if len(raw) > MAX_NUMBER_CHARS else "is not a valid"
         raise errors.BadInput(
-            f"A {what} of {human(seconds)} is out of range.",
+            f"'{_clip(text)}' {wrong} {what}.",
+            hint=f"Use a whole number from {minimum} to {maximum}.",
+        )
+    value = int(raw)
+    if not minimum <= value <= maximum:
+        raise errors.BadInput(
+            f"A {what} of {value} is out of range.",
+            hint=f"The accepted range is {minimum} to {maximum}.",
+        )
+    return value
+
+
+def incident_ref(text: str) -> str:
+    """An alert incident as ``ack`` takes it: its key (``payments:degraded``) or ``#ID``."""
+    raw = text.strip()
+    number = raw[1:] if raw.startswith("#") else raw
+    if _DIGITS.match(number):
+        if len(number) > 12:  # ids count incidents of one bot: a trillion is plenty
+            raise errors.BadInput(f"'{_clip(text)}' is not an incident number.")
+        return raw
+    if not raw or len(raw) > MAX_INCIDENT_KEY or ":" not in raw:
+        raise errors.BadInput(
+            f"'{_clip(text)}' is not an incident.",
+            hint="Use the key shown on the alert (e.g. payments:degraded) or its #number.",
+        )
+    return raw
+
+
+def within(seconds: float, *, minimum: float, maximum: float, what: str = "duration") -> float:
+    if not math.isfinite(seconds) or not minimum <= seconds <= maximum:
+        shown = human(seconds) if math.isfinite(seconds) else "that length"
+        raise errors.BadInput(
+            f"A {what} of {shown} is out of range.",
             hint=f"The accepted range is {human(minimum)} to {human(maximum)}.",
         )
     return seconds
@@ -72,7 +123,7 @@ def duration_units(seconds: float) -> list[str]:
 
     The one split of a duration into days, hours, minutes and seconds: ``human`` joins it for
     commands, the renderers (``render_common.duration``) space it for chat."""
-    s = int(seconds)
+    s = int(seconds) if math.isfinite(seconds) else 0
     if s < 60:
         return [f"{s}s"]
     parts = []

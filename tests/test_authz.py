@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.chat.authz import Authorizer, GroupCache
+from bot.chat.authz import Authorizer, GroupCache, MembershipUnknown
 from bot.chat.dispatch import Invocation
 from bot.chat.slack import group_resolver
 from bot.settings import Authorization, Grant
@@ -158,7 +158,7 @@ async def test_group_members_are_cached_and_concurrent_lookups_share_one_call() 
         await release.wait()
         return {"U1"}
 
-    cache = GroupCache(resolve, ttl=60, clock=lambda: now[0])
+    cache = GroupCache(resolve, fresh=60, clock=lambda: now[0])
     waiting = [asyncio.create_task(cache.members("S1")) for _ in range(5)]
     await asyncio.sleep(0)
     release.set()
@@ -169,7 +169,7 @@ async def test_group_members_are_cached_and_concurrent_lookups_share_one_call() 
     assert await cache.members("S1") == {"U1"} and calls == ["S1", "S1"]
 
 
-async def test_a_group_that_cannot_be_resolved_grants_nothing_or_keeps_the_last_members() -> None:
+async def test_stale_members_serve_while_slack_errors_but_never_past_the_max_age() -> None:
     fail = [False]
     now = [0.0]
 
@@ -178,13 +178,102 @@ async def test_a_group_that_cannot_be_resolved_grants_nothing_or_keeps_the_last_
             raise RuntimeError("slack down")
         return {"U1"}
 
-    cache = GroupCache(resolve, ttl=10, clock=lambda: now[0])
+    cache = GroupCache(resolve, fresh=300, max_age=3600, clock=lambda: now[0])
     fail[0] = True
-    assert await cache.members("S1") == set()
+    with pytest.raises(MembershipUnknown):  # never known: nothing to fall back on
+        await cache.members("S1")
     fail[0] = False
     assert await cache.members("S1") == {"U1"}
-    fail[0], now[0] = True, 20.0
-    assert await cache.members("S1") == {"U1"}  # stale beats nothing while Slack is down
+    fail[0], now[0] = True, 1800.0
+    assert await cache.members("S1") == {"U1"}  # stale within the max age beats nothing
+    now[0] = 3600.0  # an hour after the last answer: never reused again
+    with pytest.raises(MembershipUnknown):
+        await cache.members("S1")
+    fail[0] = False  # Slack answers again: fresh members, the clock restarts
+    assert await cache.members("S1") == {"U1"}
+
+
+async def test_a_removed_member_loses_the_role_within_the_max_age_of_an_outage() -> None:
+    members = {"S_ONCALL": {"U_GINA"}}
+    fail = [False]
+    now = [0.0]
+
+    async def resolve(group: str) -> set[str]:
+        if fail[0]:
+            raise RuntimeError("slack down")
+        return members[group]
+
+    a = Authorizer(
+        Authorization(
+            grants=[Grant(role="operator", slack_groups=["S_ONCALL"])],
+            group_cache_fresh=300,
+            group_cache_max_age=3600,
+        ),
+        slack_groups=resolve,
+        clock=lambda: now[0],
+    )
+    a.slack_home_team = TEAM
+    gina = slack("U_GINA")
+    assert await a.check(gina, command="sync", mutating=True, app="payments") == "operator"
+    members["S_ONCALL"] = set()  # removed from the group, then Slack goes down
+    fail[0], now[0] = True, 600.0
+    assert await a.check(gina, command="sync", mutating=True, app="payments") == "operator"
+    now[0] = 3601.0  # before: the stale members were reused for ever
+    with pytest.raises(errors.Denied) as e:
+        await a.check(gina, command="sync", mutating=True, app="payments")
+    assert e.value.user_message == (
+        "Could not confirm your group membership, so sync payments is denied for now; "
+        "try again in a minute."
+    )
+    # read-only commands fall back to the viewer default
+    assert await a.check(gina, command="status", mutating=False, app="payments") == "viewer"
+    fail[0] = False  # Slack answers: the removal counts
+    with pytest.raises(errors.Denied, match="You need the operator role"):
+        await a.check(gina, command="sync", mutating=True, app="payments")
+
+
+async def test_unconfirmed_groups_only_matter_when_they_could_grant_what_is_needed() -> None:
+    async def down(group: str) -> set[str]:
+        raise RuntimeError("slack down")
+
+    a = Authorizer(
+        Authorization(
+            grants=[
+                Grant(role="operator", slack_users=["U_OLI"]),
+                Grant(role="admin", slack_groups=["S_ADMINS"], apps=["billing"]),
+                Grant(role="operator", slack_groups=["S_ONCALL"], apps=["pay*"]),
+            ],
+            default_role="none",
+        ),
+        slack_groups=down,
+    )
+    a.slack_home_team = TEAM
+    # a direct grant needs no group lookup to succeed
+    assert await a.check(slack("U_OLI"), command="sync", mutating=True, app="payments")
+    # a group scoped to other apps could not have helped: the plain role denial
+    with pytest.raises(errors.Denied, match="You need the operator role to run sync orders"):
+        await a.check(slack("U_X"), command="sync", mutating=True, app="orders")
+    # with default_role none even a read-only command fails closed on an unknown group
+    with pytest.raises(errors.Denied, match="Could not confirm your group membership"):
+        await a.check(slack("U_X"), command="status", mutating=False, app="payments")
+
+
+async def test_ack_role_is_configurable_and_names_the_role() -> None:
+    a = authorizer(Grant(role="operator", slack_users=["U_OLI"], apps=["pay*"]))
+    with pytest.raises(errors.Denied) as e:
+        await a.check(
+            slack("U_VIC"), command="ack", mutating=False, app="payments", need="operator"
+        )
+    assert e.value.user_message == (
+        "You need the operator role to run ack payments; you have the viewer role."
+    )
+    assert await a.check(
+        slack("U_OLI"), command="ack", mutating=False, app="payments", need="operator"
+    )
+    with pytest.raises(errors.Denied):  # scoped to pay*: not another app's incident
+        await a.check(slack("U_OLI"), command="ack", mutating=False, app="orders", need="operator")
+    assert Authorization().ack_role == "operator"
+    assert Authorization(ack_role="viewer").ack_role == "viewer"
 
 
 @pytest.fixture
@@ -207,3 +296,20 @@ async def test_groups_resolve_through_usergroups_users_list(fake_slack: FakeSlac
     assert await a.role(slack("U_NOPE")) == "viewer"  # S_GONE answers no_such_subteam
     calls = [c.params["usergroup"] for c in fake_slack.calls_to("usergroups.users.list")]
     assert calls == ["S_ONCALL", "S_GONE"]  # members cached; the failed group is not
+
+
+async def test_mutating_fails_closed_when_slack_cannot_list_the_group(
+    fake_slack: FakeSlack,
+) -> None:
+    client = AsyncWebClient(token=fake_slack.token, base_url=fake_slack.api_url)
+    a = Authorizer(
+        Authorization(grants=[Grant(role="operator", slack_groups=["S_ONCALL"])]),
+        slack_groups=group_resolver(client),
+    )
+    a.slack_home_team = TEAM
+    fake_slack.fail_next(1, status=503, only="usergroups.users.list")
+    with pytest.raises(errors.Denied, match="Could not confirm your group membership"):
+        await a.check(slack("U_HAL"), command="sync", mutating=True, app="payments")
+    assert await a.check(slack("U_HAL"), command="sync", mutating=True, app="payments")
+    statuses = [c.status for c in fake_slack.calls_to("usergroups.users.list")]
+    assert statuses == [503, 200]

@@ -201,7 +201,14 @@ async def test_ack_button_goes_through_the_real_dispatcher(tmp_path, slack):
     from bot.chat.dispatch import Dispatcher, Invocation
     from bot.state.store import Store
 
-    s = settings(tmp_path, slack=slack, authorization={"slack_team_ids": [slack.team_id]})
+    s = settings(
+        tmp_path,
+        slack=slack,
+        authorization={
+            "slack_team_ids": [slack.team_id],
+            "grants": [{"role": "operator", "slack_users": ["U1"]}],  # ack needs operator
+        },
+    )
     store = Store(tmp_path / "dispatch.db")
     dispatcher = Dispatcher(s, None, store)
     async with Harness(s, dispatcher=dispatcher) as h:

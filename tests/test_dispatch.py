@@ -15,6 +15,7 @@ import pytest
 from bot.chat.dispatch import Dispatcher
 from bot.chat.invocation import Invocation
 from bot.server import wiring
+from bot.settings import Authorization, Grant
 from bot.state.store import Store
 from commands.results import Result, Status
 from commands.selfheal import TIMER_KIND
@@ -362,3 +363,122 @@ async def test_status_without_an_app_lists_those_needing_attention(
     assert result.summary.endswith("applications need attention.")
     assert result.facts[0].name == "orders" and "Degraded" in result.facts[0].value
     assert result.actions[0].command == "status orders"
+
+
+# -- Acknowledge needs the operator role for the incident's app --------------------------------
+
+
+def register_ack(d: Dispatcher, acked: list[tuple[str, list[str]]]) -> None:
+    """``ack`` exactly as the alerts runner registers it (bot/alerts/runner.py: mutating=False)."""
+
+    async def ack(invocation: Invocation, args: list[str]) -> Result:
+        acked.append((invocation.user_name, args))
+        return Result("ack", args[0], Status.CHANGED, f"Acknowledged {args[0]}.")
+
+    d.register("ack", ack, mutating=False, usage="INCIDENT", about="Acknowledge an alert")
+
+
+async def test_a_viewer_cannot_acknowledge_and_the_denial_is_audited(d: Dispatcher) -> None:
+    acked: list[tuple[str, list[str]]] = []
+    register_ack(d, acked)
+    reply = RecordingReply()
+    viewer = inv("ack payments:degraded", user=VIEWER, name=VIEWER_NAME, source="button")
+    result = await d.handle(viewer, reply)
+    assert result is not None and result.status is Status.DENIED
+    assert reply.errors[0].startswith(
+        "You need the operator role to run ack payments; you have the viewer role."
+    )
+    assert acked == []  # before: any viewer silenced any incident
+    [row] = d.store.audit_list()
+    assert (row["command"], row["outcome"], row["user_id"]) == ("ack", "denied", VIEWER)
+
+    done = await d.handle(inv("ack payments:degraded"), RecordingReply())
+    assert done is not None and done.status is Status.CHANGED
+    assert acked == [(OPERATOR_NAME, ["payments:degraded"])]
+
+
+async def test_ack_is_scoped_to_the_incidents_app(tmp_path: Path, argo: FakeArgoCD) -> None:  # noqa: F811
+    auth = Authorization(grants=[Grant(role="operator", slack_users=[OPERATOR], apps=["pay*"])])
+    d = await make(tmp_path, argo, authorization=auth)
+    try:
+        acked: list[tuple[str, list[str]]] = []
+        register_ack(d, acked)
+        ok = await d.handle(inv("ack payments:sync_failed"), RecordingReply())
+        assert ok is not None and ok.status is Status.CHANGED
+        other = RecordingReply()
+        await d.handle(inv("ack orders:degraded"), other)
+        assert "You need the operator role to run ack orders" in other.errors[0]
+        # a #number names no app before the lookup: only grants for every app may use it
+        by_id = RecordingReply()
+        await d.handle(inv("ack #7"), by_id)
+        assert "You need the operator role to run ack;" in by_id.errors[0]
+        assert acked == [(OPERATOR_NAME, ["payments:sync_failed"])]
+    finally:
+        await close(d)
+
+
+async def test_ack_role_viewer_restores_acknowledging_for_everyone(
+    tmp_path: Path,
+    argo: FakeArgoCD,  # noqa: F811
+) -> None:
+    d = await make(tmp_path, argo, authorization=Authorization(ack_role="viewer"))
+    try:
+        acked: list[tuple[str, list[str]]] = []
+        register_ack(d, acked)
+        viewer = inv("ack payments:degraded", user=VIEWER, name=VIEWER_NAME)
+        result = await d.handle(viewer, RecordingReply())
+        assert result is not None and result.status is Status.CHANGED
+        assert acked == [(VIEWER_NAME, ["payments:degraded"])]
+    finally:
+        await close(d)
+
+
+async def test_ack_takes_no_app_lock_while_a_sync_of_the_app_runs(
+    tmp_path: Path,
+    slow: FakeArgoCD,
+) -> None:
+    d = await make(tmp_path, slow)
+    try:
+        acked: list[tuple[str, list[str]]] = []
+        register_ack(d, acked)
+        running = asyncio.create_task(d.handle(inv("sync payments"), RecordingReply()))
+        await until_async(lambda: sync_requests(slow, "payments"))
+        reply = RecordingReply()
+        result = await d.handle(inv("ack payments:degraded"), reply)
+        assert reply.errors == [] and result is not None and result.status is Status.CHANGED
+        assert not running.done()
+        await running
+    finally:
+        await close(d)
+
+
+# -- bounded parsing: huge numbers are usage errors, audited, never a crash --------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("selfheal off payments " + "9" * 400, "is too long for a self-heal pause."),
+        ("selfheal off payments " + "9" * 4301, "is too long for a self-heal pause."),
+        ("selfheal off payments " + "9" * 4301 + "m", "is too long for a self-heal pause."),
+        ("ack #" + "9" * 5000, "is not an incident number."),
+        ("ack " + "9" * 4301, "is not an incident number."),
+    ],
+)
+async def test_huge_numbers_get_the_usage_line_and_are_audited_as_usage_errors(
+    d: Dispatcher,
+    argo: FakeArgoCD,  # noqa: F811
+    text: str,
+    says: str,
+) -> None:
+    acked: list[tuple[str, list[str]]] = []
+    register_ack(d, acked)
+    reply = RecordingReply()
+    # before: OverflowError (400 digits) or ValueError (4,301 digits) out of the parser
+    assert await d.handle(inv(text), reply) is None
+    [error] = reply.errors
+    assert says in error and "Usage: /" in error
+    assert len(error) < 500
+    [row] = d.store.audit_list()
+    assert row["outcome"] == "bad_input" and says in row["detail"]
+    assert [r.path for r in argo.requests] == [] and acked == []

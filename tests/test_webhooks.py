@@ -252,3 +252,29 @@ async def test_webhook_and_watch_reports_are_one_incident(tmp_path, slack):
         await until_async(lambda: slack.calls_to("chat.postMessage"))
         assert len(slack.messages_in("C0ALERTS")) == 1
         assert len(slack.calls_to("chat.postMessage")) == 1
+
+
+async def test_the_body_cannot_choose_the_open_in_argo_cd_link(tmp_path, slack):
+    evil = "https://argocd.evil.example"
+    async with Harness(settings(tmp_path, slack=slack)) as h:
+        app = failed_app(make_app("payments"))
+        resp = await h.post(body_for("sync-failed", app, argocd_url=evil))
+        assert resp.status_code == 202  # the field is still accepted (our templates send it)
+        await h.idle()
+        [call] = slack.calls_to("chat.postMessage")  # what Slack received
+        sent = json.dumps(call.params)
+        assert f"{UI}/applications/payments" in sent  # CHATOPS_ARGOCD_UI_URL, configured
+        assert "evil" not in sent  # before: the body's argocdUrl made every link
+
+
+async def test_without_a_ui_url_the_api_url_makes_the_link_never_the_body(tmp_path, slack):
+    api = "https://argocd-api.internal"
+    s = settings(tmp_path, slack=slack, argocd_ui_url=None, argocd_url=api)
+    async with Harness(s) as h:
+        body = json.loads(body_for("health-degraded", degraded_app(make_app("payments"))))
+        body["argocdUrl"] = "https://argocd.evil.example"
+        assert (await h.post(body)).status_code == 202
+        await h.idle()
+        [call] = slack.calls_to("chat.postMessage")
+        sent = json.dumps(call.params)
+        assert f"{api}/applications/payments" in sent and "evil" not in sent

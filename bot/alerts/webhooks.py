@@ -108,7 +108,7 @@ class Body(_Model):
     operation: Operation = Operation()
     resources: list[Resource | None] = []
     syncResources: list[Resource | None] = []
-    argocdUrl: Short = ""
+    argocdUrl: Short = ""  # accepted (our templates send it) and ignored: links are configured
 
 
 def _problems(items: list[Resource | None], *, sync: bool) -> tuple[ResourceProblem, ...]:
@@ -127,8 +127,9 @@ def _problems(items: list[Resource | None], *, sync: bool) -> tuple[ResourceProb
 
 
 def signals(body: Body, ui_url: str = "") -> list[Signal]:
-    """What one notification says, in the engine's words."""
-    base = (body.argocdUrl or ui_url).rstrip("/")
+    """What one notification says, in the engine's words. The "Open in Argo CD" link is built
+    from the configured ``ui_url`` only: whoever holds the webhook token must not choose it."""
+    base = ui_url.rstrip("/")
     common: dict[str, Any] = {
         "app": body.app.name,
         "source": "webhook",

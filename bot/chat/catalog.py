@@ -6,6 +6,10 @@ audited as started or sent to Argo CD, so the dispatcher can answer it with the 
 Built-ins are parsed here; other features add commands with ``Catalog.register`` (the alert
 runner's ``ack``). Names are configurable (``settings.command_names``/``command_prefix``),
 since slash commands are workspace-wide; the canonical name is what buttons carry.
+
+``ack`` silences an incident's re-announcements, so it is authorized on the incident's app with
+``authorization.ack_role`` (operator by default), whoever registers it; it takes no per-app lock
+(acknowledging while a sync of the app runs is fine).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from commands.sync import SyncOptions
 
 Handler = Callable[[Invocation, list[str]], Awaitable[Result]]
 Runner = Callable[[Progress], Awaitable[Result]]
+Scope = Callable[[list[str]], str | None]
 
 _COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
 
@@ -36,6 +41,9 @@ class Command:
     destructive: bool = False
     handler: Handler | None = None  # registered extras; built-ins are parsed below
     app_arg: int | None = None  # which argument of an extra names the app (lock, scope)
+    role: str | None = None  # the role it needs; None: operator if mutating, else viewer
+    # the app an extra's arguments concern, for authorization only (no lock); raises BadInput
+    scope: Scope | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,13 @@ class Parsed:
     run: Runner
     destructive: bool = False
     prompt: str = ""
+    role: str | None = None  # the role it needs; None: the default for ``command.mutating``
+    scope_app: str | None = None  # the app it is authorized on when that is not ``app``
+
+    @property
+    def scope(self) -> str | None:
+        """The app authorization is scoped to."""
+        return self.scope_app if self.scope_app is not None else self.app
 
 
 BUILTINS: tuple[Command, ...] = (
@@ -106,11 +121,24 @@ class Catalog:
         usage: str = "",
         about: str = "",
         app_arg: int | None = None,
+        role: str | None = None,
+        scope: Scope | None = None,
     ) -> None:
         if name in self._commands and self._commands[name].handler is None:
             raise ValueError(f"{name} is a built-in command")
+        if name == "ack":
+            role = role or self.settings.authorization.ack_role
+            scope = scope or incident_app
         self._commands[name] = Command(
-            name, usage, about, mutating, destructive, handler=handler, app_arg=app_arg
+            name,
+            usage,
+            about,
+            mutating,
+            destructive,
+            handler=handler,
+            app_arg=app_arg,
+            role=role,
+            scope=scope,
         )
 
     def slash_name(self, name: str) -> str:
@@ -284,6 +312,7 @@ class Catalog:
             if len(args) <= cmd.app_arg:
                 raise errors.BadInput("Missing APP.")
             app = validation.app_name(args[cmd.app_arg])
+        scope_app = cmd.scope(list(args)) if cmd.scope is not None else None
         line = " ".join([cmd.name, *args])
         return Parsed(
             cmd,
@@ -292,6 +321,8 @@ class Catalog:
             lambda _p: handler(inv, list(args)),
             destructive=cmd.destructive,
             prompt=f"Run {line}?",
+            role=cmd.role,
+            scope_app=scope_app,
         )
 
     def _sync_options(self, prune: bool) -> SyncOptions:
@@ -318,6 +349,17 @@ def _one_app(args: list[str]) -> str:
     if not args:
         raise errors.BadInput("Missing APP.")
     return validation.app_name(args[0])
+
+
+def incident_app(args: list[str]) -> str | None:
+    """The app of the incident ``ack`` names: keys are ``APP:PROBLEM`` (an app name has no
+    ``:``); a ``#ID`` names no app here, so only grants for every app can acknowledge it."""
+    if not args:
+        raise errors.BadInput("Say which incident to acknowledge.", hint="e.g. payments:degraded")
+    _no_more(args[1:])
+    ref = validation.incident_ref(args[0])
+    app, sep, _problem = ref.rpartition(":")
+    return app if sep and app else None
 
 
 def _no_more(rest: list[str]) -> None:

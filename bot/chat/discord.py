@@ -36,6 +36,9 @@ from notifiers.render import common as rc
 from notifiers.render import discord as render_discord
 
 log = logging.getLogger(__name__)
+# discord.py writes interaction webhook URLs, which carry the interaction token (a capability
+# for 15 minutes), into DEBUG lines: that logger stays at INFO whatever the root level is
+logging.getLogger("discord.webhook.async_").setLevel(logging.INFO)
 
 TOKEN_TTL = 14 * 60.0  # interaction tokens last 15 min; leave a margin
 APPS_TTL = 60.0  # autocomplete cache of Argo CD application names

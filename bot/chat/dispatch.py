@@ -177,8 +177,9 @@ class Dispatcher:
                 inv,
                 command=cmd.name,
                 mutating=cmd.mutating,
-                app=parsed.app,
-                project=self._project_lookup(parsed.app),
+                app=parsed.scope,
+                project=self._project_lookup(parsed.scope),
+                need=parsed.role,
             )
         except errors.Denied as e:
             await self._end(audit_id, "denied", e.user_message)

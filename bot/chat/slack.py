@@ -44,6 +44,11 @@ from commands.results import Result, Step
 from notifiers.render import slack as render_slack
 
 log = logging.getLogger(__name__)
+# slack-sdk's webhook client writes its URL into DEBUG lines and INFO retry lines; a response_url
+# is a capability (anyone holding it can post as the bot for 30 minutes), so its logger stays
+# at WARNING whatever the root level is
+_response_url_log = logging.getLogger(f"{__name__}.response_url")
+_response_url_log.setLevel(logging.WARNING)
 
 ACTION_PATTERN = re.compile(r"^chatops:.*")
 LINK_PREFIX = "chatops:link:"
@@ -320,7 +325,10 @@ class SlackAdapter:
 
     async def respond(self, response_url: str, body: dict[str, Any]) -> None:
         webhook = AsyncWebhookClient(
-            response_url, session=self.client.session, retry_handlers=retry_handlers()
+            response_url,
+            session=self.client.session,
+            retry_handlers=retry_handlers(),
+            logger=_response_url_log,
         )
         resp = await webhook.send_dict(body)
         if resp.status_code >= 400:

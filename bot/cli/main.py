@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -17,6 +17,24 @@ if TYPE_CHECKING:
     from commands.results import Result, Step
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _bounded(kind: str, what: str, minimum: float, maximum: float) -> Callable[[str], float | int]:
+    """An argparse ``type`` that bounds the text before converting it (commands.validation):
+    a huge or malformed number is a usage error (exit 2), never an OverflowError traceback."""
+
+    def parse(text: str) -> float | int:
+        from commands import errors, validation
+
+        try:
+            if kind == "duration":
+                return validation.duration(text, minimum=minimum, maximum=maximum, what=what)
+            return validation.integer(text, minimum=int(minimum), maximum=int(maximum), what=what)
+        except errors.BadInput as e:
+            raise argparse.ArgumentTypeError(f"{e.user_message} {e.hint or ''}".strip()) from None
+
+    parse.__name__ = what  # argparse names it in its messages
+    return parse
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("app")
     s.add_argument("--no-prune", action="store_true", help="do not prune resources")
     s.add_argument("--no-hooks", action="store_true", help="skip the pre-/post-sync steps")
-    s.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
-    s.add_argument("--retry-limit", type=int, default=None, metavar="N")
+    s.add_argument(
+        "--timeout", type=_bounded("duration", "sync timeout", 10, 3600), metavar="SECONDS"
+    )
+    s.add_argument("--retry-limit", type=_bounded("integer", "retry limit", 0, 10), metavar="N")
 
     r = sub.add_parser("rollback", parents=[common], help="git-revert the app's last commit, sync")
     r.add_argument("app")
@@ -67,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     hk.add_argument("phase", choices=["presync", "postsync"])
     hk.add_argument("--app", required=True)
     hk.add_argument("--namespace", help="the app's namespace (skips asking Argo CD)")
-    hk.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    hk.add_argument(
+        "--timeout", type=_bounded("duration", "hook timeout", 1, 3600), metavar="SECONDS"
+    )
 
     ci = sub.add_parser("ci", parents=[common], help="what the CI workflow runs")
     ci_sub = ci.add_subparsers(dest="ci_cmd", metavar="ACTION", parser_class=_Parser)
@@ -80,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("audit", parents=[common], help="who ran what, from the audit log")
     a.add_argument("--app")
     a.add_argument("--since", help="e.g. 24h, 7d, or an ISO date")
-    a.add_argument("--limit", type=int, default=50)
+    a.add_argument("--limit", type=_bounded("integer", "limit", 1, 10000), default=50)
     return p
 
 

@@ -307,7 +307,8 @@ def _since(text: str) -> float:
         d = dt.datetime.fromisoformat(text)
     except ValueError:
         raise errors.BadInput(
-            f"'{text}' is neither a time span nor a date.", hint="Use e.g. 24h, 7d or 2026-11-01."
+            f"'{text[:60]}' is neither a time span nor a date.",
+            hint="Use e.g. 24h, 7d or 2026-11-01.",
         ) from None
     if d.tzinfo is None:
         d = d.replace(tzinfo=dt.UTC)
