@@ -57,10 +57,6 @@ class ArgoCD:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # -- links ---------------------------------------------------------------------------
-    def app_url(self, name: str) -> str:
-        return f"{self.base_url}/applications/{name}"
-
     # -- calls ---------------------------------------------------------------------------
     async def get(
         self,
@@ -139,9 +135,6 @@ class ArgoCD:
             "PATCH", f"/api/v1/applications/{name}", json_body=body, app=name
         )
         return Application(data)
-
-    async def terminate(self, name: str) -> None:
-        await self._request("DELETE", f"/api/v1/applications/{name}/operation", app=name)
 
     async def resource_tree(self, name: str) -> list[dict[str, Any]]:
         data = await self._request("GET", f"/api/v1/applications/{name}/resource-tree", app=name)
