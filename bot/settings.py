@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from commands.argocd import links
+
 Role = Literal["viewer", "operator", "admin"]
 ROLE_ORDER: dict[str, int] = {"none": 0, "viewer": 1, "operator": 2, "admin": 3}
 
@@ -220,7 +222,7 @@ class Settings(BaseSettings):
 
     @property
     def ui_url(self) -> str:
-        return (self.argocd_ui_url or self.argocd_url or "").rstrip("/")
+        return links.ui_base(self.argocd_ui_url, self.argocd_url)
 
     @property
     def git_api_base(self) -> str:
