@@ -19,11 +19,11 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from bot.alerts.reconnect import Backoff
 from commands import errors
 from commands.argocd import links
 from commands.argocd.app import FAILED_PHASES, Application
 from commands.argocd.client import ArgoCD
+from commands.reconnect import Backoff
 from notifiers.alert import ResourceProblem
 from notifiers.incidents.engine import Signal
 
