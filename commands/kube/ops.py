@@ -294,6 +294,18 @@ class KubeOps:
             needed += [("get", "argoproj.io", "applications", "")]
             needed += [("list", "argoproj.io", "applications", "")]
             needed += [("watch", "argoproj.io", "applications", "")]
+        return await self._missing(needed, namespace or "")
+
+    async def check_namespace_access(self, namespace: str) -> list[str]:
+        """What the bot lacks in one app namespace of ``watch_namespaces``: the Event watch,
+        reading pods and StatefulSets, scaling them (pre-sync) and, with exec on, ``id -u``."""
+        needed = list(NAMESPACE_RIGHTS)
+        if self.exec_enabled:
+            needed.append(("create", "", "pods", "exec"))
+        return await self._missing(needed, namespace)
+
+    async def _missing(self, needed: list[tuple[str, str, str, str]], namespace: str) -> list[str]:
+        """Ask the API server (SelfSubjectAccessReview) about each right; the ones denied."""
         where = f"in namespace {namespace}" if namespace else "at cluster scope"
         missing = []
         for verb, group, resource, sub in needed:
@@ -302,7 +314,7 @@ class KubeOps:
                 "kind": "SelfSubjectAccessReview",
                 "spec": {
                     "resourceAttributes": {
-                        "namespace": namespace or "",
+                        "namespace": namespace,
                         "verb": verb,
                         "group": group,
                         "resource": resource,
@@ -321,6 +333,18 @@ class KubeOps:
                 what = f"{resource}/{sub}" if sub else resource
                 missing.append(f"{verb} {what} {where}")
         return missing
+
+
+# (verb, API group, resource, subresource) the bot needs in each watched app namespace
+NAMESPACE_RIGHTS = (
+    ("list", "", "events", ""),
+    ("watch", "", "events", ""),
+    ("get", "", "pods", ""),
+    ("list", "", "pods", ""),
+    ("get", "apps", "statefulsets", ""),
+    ("list", "apps", "statefulsets", ""),
+    ("patch", "apps", "statefulsets", "scale"),
+)
 
 
 def _span(seconds: float) -> str:
