@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,6 +24,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from commands.argocd import links
+
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS-1123 label
 Role = Literal["viewer", "operator", "admin"]
 ROLE_ORDER: dict[str, int] = {"none": 0, "viewer": 1, "operator": 2, "admin": 3}
 
@@ -158,6 +162,9 @@ class Settings(BaseSettings):
     degraded_grace: float = Field(60.0, ge=0, le=3600)
     reannounce_interval: float = Field(1800.0, ge=60, le=86400)
     kube_exec: bool = True
+    # Kubernetes namespaces whose Warning events the bot watches (the ones its RBAC grants);
+    # empty: all namespaces. Env: comma-separated (CHATOPS_WATCH_NAMESPACES=ai-services,web).
+    watch_namespaces: list[str] | str = []
     leader_election: bool = False
     # YAML-only structures (also settable as JSON in env)
     authorization: Authorization = Authorization()
@@ -179,6 +186,23 @@ class Settings(BaseSettings):
         if v is not None and not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return v
+
+    @field_validator("watch_namespaces")
+    @classmethod
+    def _namespaces(cls, v: list[str] | str) -> list[str]:
+        names = v.split(",") if isinstance(v, str) else v
+        out: list[str] = []
+        for raw in names:
+            name = str(raw).strip()
+            if not name or name in out:
+                continue
+            if not _NAMESPACE.match(name):
+                raise ValueError(
+                    f"{name!r} is not a Kubernetes namespace name (lowercase letters, digits "
+                    "and '-', at most 63 characters)"
+                )
+            out.append(name)
+        return out
 
     @field_validator("git_repo")
     @classmethod
@@ -232,8 +256,14 @@ class Settings(BaseSettings):
         return int(self.listen.rpartition(":")[2])
 
     @property
+    def namespaces_watched(self) -> tuple[str, ...]:
+        """``watch_namespaces`` as a tuple; empty: every namespace."""
+        v = self.watch_namespaces
+        return tuple(v) if isinstance(v, list) else tuple(self._namespaces(v))
+
+    @property
     def ui_url(self) -> str:
-        return (self.argocd_ui_url or self.argocd_url or "").rstrip("/")
+        return links.ui_base(self.argocd_ui_url, self.argocd_url)
 
     @property
     def git_api_base(self) -> str:

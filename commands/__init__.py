@@ -1,1 +1,1 @@
-"""What a command does, platform-neutral: sync, rollback, selfheal, status, verify, ci above the argocd, kube and githost clients, above the base modules (errors, results, validation, ports, context). Never imports bot or notifiers."""
+"""What a command does, platform-neutral: sync, rollback (sharing the operation wait in waiting), selfheal, status, verify, ci above the argocd, kube and githost clients, above the base modules (errors, results, validation, ports, context, http_errors, reconnect). Never imports bot or notifiers."""

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from commands.argocd import links
 from commands.argocd.client import ArgoCD
 from commands.ports import Timers
 
@@ -25,8 +26,7 @@ class Services:
     now: Callable[[], float] = field(default=time.time)
 
     def app_link(self, app: str) -> str:
-        base = (self.ui_url or self.argocd.base_url).rstrip("/")
-        return f"{base}/applications/{app}"
+        return links.app_link(links.ui_base(self.ui_url, self.argocd.base_url), app) or ""
 
 
 @dataclass(frozen=True)

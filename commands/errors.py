@@ -1,9 +1,11 @@
 """Errors a person can read.
 
 Every failure that reaches a chat user, a webhook sender or a CLI user is a ``CommandError``
-with a one-sentence ``user_message`` and an optional ``hint`` (what to do next). Clients map
-HTTP failures to these in exactly one place each (``argocd.check_response``, the Git host
-clients), so the chat front-ends never see a status code, a raw body, or a token.
+with a one-sentence ``user_message`` and an optional ``hint`` (what to do next). The REST
+clients (Argo CD, GitHub, GitLab) map HTTP failures to these through one shared table,
+``commands.http_errors``, each adding only what its service alone says; the Kubernetes client
+maps its failures in ``commands.kube.client.map_error``. The chat front-ends never see a status
+code, a raw body, or a token.
 
     CommandError
     ├── BadInput        the request itself is wrong (name, duration, argument) -> CLI exit 2
@@ -12,6 +14,7 @@ clients), so the chat front-ends never see a status code, a raw body, or a token
     ├── NotFound        no such application / commit / resource (with close matches)
     ├── Conflict        an operation is already running, the branch moved, a merge conflict
     ├── Unavailable     the service cannot be reached or answered 5xx
+    │   └── RateLimited    (commands.http_errors) 429 or a rate-limit 403; carries retry_after
     └── Timeout         the thing we waited for did not happen in time
 
 Anything that is not a CommandError is a bug: it is logged with its traceback and shown as

@@ -10,11 +10,10 @@ SHA, author, subject, age and files.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
-from commands import errors, validation
-from commands.argocd.app import FAILED_PHASES, Application, short
+from commands import errors, validation, waiting
+from commands.argocd.app import Application, short
 from commands.context import Caller, Services
 from commands.githost import port as githost
 from commands.results import (
@@ -31,7 +30,6 @@ from commands.results import (
 from commands.sync import (
     SyncFailed,
     SyncOptions,
-    app_updates,
     degraded_problems,
     fail_running,
     failed_result,
@@ -250,28 +248,21 @@ async def _deploy(
 
 
 async def _wait_revision(svc: Services, name: str, sha: str, step: StepLog) -> Application:
-    def ours(app: Application) -> bool:
-        rev = str((app.operation_state.get("syncResult") or {}).get("revision") or "")
-        return rev == sha or app.revision == sha
-
-    async with contextlib.aclosing(app_updates(svc, name)) as updates:
-        async for app in updates:
-            if ours(app) and app.operation is None and app.phase in FAILED_PHASES:
-                raise SyncFailed(
-                    f"Sync of {name} to {short(sha)} failed: {app.operation_message or app.phase}",
-                    app.sync_problems(),
-                    revision=sha,
-                )
-            if app.revision == sha and not app.operation_running:
-                if app.health_status == "Degraded":
-                    raise SyncFailed(
-                        f"{name} is Degraded after the rollback.",
-                        await degraded_problems(svc, app),
-                        revision=sha,
-                    )
-                if app.sync_status == "Synced" and app.health_status == "Healthy":
-                    return app
-    raise AssertionError("app_updates never ends")  # pragma: no cover
+    """Until Argo CD's own operation deployed ``sha`` (judged as ``sync`` judges its own)."""
+    found, app = await waiting.wait_for(svc, name, waiting.Ours(revision=sha))
+    if found is waiting.Verdict.FAILED:
+        raise SyncFailed(
+            f"Sync of {name} to {short(sha)} failed: {app.operation_message or app.phase}",
+            app.sync_problems(),
+            revision=sha,
+        )
+    if found is waiting.Verdict.DEGRADED:
+        raise SyncFailed(
+            f"{name} is Degraded after the rollback.",
+            await degraded_problems(svc, app),
+            revision=sha,
+        )
+    return app
 
 
 async def rollback_cli(

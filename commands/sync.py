@@ -9,22 +9,12 @@ explain why. If the stream drops, the app is read again and the stream reopened.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from commands import errors, validation
-from commands.argocd.app import (
-    FAILED_PHASES,
-    TERMINAL_PHASES,
-    Application,
-    Problem,
-    short,
-    tree_problems,
-)
-from commands.argocd.client import REQUEST_ID_INFO
+from commands import errors, validation, waiting
+from commands.argocd.app import Application, Problem, short, tree_problems
 from commands.context import Caller, Services
 from commands.results import (
     Action,
@@ -226,63 +216,32 @@ async def sync_and_wait(
     return final
 
 
-def _our_operation_finished(app: Application, request_id: str) -> bool:
-    if app.operation is not None:
-        return False
-    return app.operation_info(REQUEST_ID_INFO) == request_id and app.phase in TERMINAL_PHASES
-
-
-async def app_updates(svc: Services, name: str) -> AsyncGenerator[Application, None]:
-    """Every state of app ``name`` from Argo CD's stream. When the stream drops or ends, the app
-    is read once (so nothing between two streams is missed) and the stream reopened."""
-    while True:
-        try:
-            async with contextlib.aclosing(svc.argocd.watch(name=name)) as stream:
-                async for _type, app in stream:
-                    if app.name == name:
-                        yield app
-        except errors.Unavailable:
-            pass
-        yield await svc.argocd.get(name)
-        await asyncio.sleep(0.5)
-
-
 async def wait_until_done(svc: Services, name: str, request_id: str, step: StepLog) -> Application:
+    """Until the sync carrying ``request_id`` finished: the app, or SyncFailed."""
     last_detail = ""
-    async with contextlib.aclosing(app_updates(svc, name)) as updates:
-        async for app in updates:
-            verdict = await _judge(svc, app, request_id)
-            if verdict is not None:
-                return verdict
-            detail = _progress_detail(app)
-            if detail != last_detail:
-                last_detail = detail
-                await step("wait", StepState.RUNNING, detail)
-    raise AssertionError("app_updates never ends")  # pragma: no cover
 
+    async def report(app: Application) -> None:
+        nonlocal last_detail
+        detail = _progress_detail(app)
+        if detail != last_detail:
+            last_detail = detail
+            await step("wait", StepState.RUNNING, detail)
 
-async def _judge(svc: Services, app: Application, request_id: str) -> Application | None:
-    """None to keep waiting; the app when done; raises SyncFailed when it ended badly."""
-    if not _our_operation_finished(app, request_id):
-        return None
-    if app.phase in FAILED_PHASES:
-        problems = app.sync_problems()
+    found, app = await waiting.wait_for(svc, name, waiting.Ours(request_id=request_id), report)
+    if found is waiting.Verdict.FAILED:
         raise SyncFailed(
             f"Sync of {app.name} failed: {app.operation_message or app.phase}",
-            problems,
+            app.sync_problems(),
             revision=str(app.operation_state.get("syncResult", {}).get("revision") or ""),
         )
-    if app.health_status == "Degraded":
-        problems = await degraded_problems(svc, app)
+    if found is waiting.Verdict.DEGRADED:
         raise SyncFailed(
             f"{app.name} is Degraded after the sync"
             + (f": {app.health_message}" if app.health_message else "."),
-            problems,
+            await degraded_problems(svc, app),
             revision=app.revision,
         )
-    if app.sync_status == "Synced" and app.health_status == "Healthy":
-        return app
-    return None
+    return app
 
 
 def _progress_detail(app: Application) -> str:

@@ -444,7 +444,7 @@ async def test_bad_token_server_errors_and_unreachable(
 
     with github.server.paused(), pytest.raises(errors.Unavailable) as down:
         await _host(github, client).commit(tip)
-    assert "Cannot reach GitHub" in down.value.user_message
+    assert "GitHub at " in down.value.user_message and "is unreachable" in down.value.user_message
     assert [r.auth for r in github.calls("GET", f"/commits/{tip}")] == [
         "Bearer ghp_secret_value",
         "Bearer good-token",  # the injected 502

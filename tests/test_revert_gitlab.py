@@ -248,5 +248,5 @@ async def test_bad_token_server_errors_and_unreachable(
 
     with gitlab.server.paused(), pytest.raises(errors.Unavailable) as down:
         await _host(gitlab, client).commit(tip)
-    assert "Cannot reach GitLab" in down.value.user_message
+    assert "GitLab at " in down.value.user_message and "is unreachable" in down.value.user_message
     assert "good-token" not in repr(_host(gitlab, client))

@@ -7,16 +7,17 @@ import asyncio
 
 import pytest
 
-from bot.alerts import app_watch, reconnect
+from bot.alerts import app_watch
 from bot.alerts import event_watch as ew
 from commands.argocd.client import ArgoCD
+from commands.reconnect import Backoff
 from notifiers.incidents.engine import Signal
 from tests.fakes.argocd_api import FakeArgoCD
 from tests.fakes.argocd_fixtures import make_app
 from tests.fakes.kube_api import FakeKube, api_client
 from tests.fakes.recording import until_async
 
-FAST = reconnect.Backoff(0.05, 0.2)
+FAST = Backoff(0.05, 0.2)
 
 
 @pytest.fixture
@@ -119,13 +120,13 @@ def _pod(name: str, labels: dict[str, str] | None = None, owner: dict | None = N
     return {"metadata": meta, "spec": {"containers": [{"name": "c", "image": "x"}]}}
 
 
-def event_watch(kube: FakeKube, emitted: Emitted, **kw) -> ew.EventWatch:
+async def event_watch(kube: FakeKube, emitted: Emitted, **kw) -> ew.EventWatch:
     client = api_client(kube)
     apps = kw.pop("apps", {})
     correlator = ew.Correlator(client, apps_in=lambda ns: frozenset(apps.get(ns, ())), knows=None)
     w = ew.EventWatch(client, correlator, emitted, timeout_seconds=2, backoff=FAST, **kw)
     w.start()
-    assert w.ready.wait(5)
+    await until_async(w.ready.is_set)
     return w
 
 
@@ -138,7 +139,7 @@ async def test_event_watch_correlates_and_counts_only_new_occurrences(kube):
     assert db_pod in kube.pod_names("prod")
     kube.add_pod("solo", _pod("lonely"))
     emitted = Emitted()
-    w = event_watch(kube, emitted, apps={"solo": {"only-app"}})
+    w = await event_watch(kube, emitted, apps={"solo": {"only-app"}})
     try:
         assert emitted.signals == []  # what happened before the start is not re-alerted
         kube.repeat_event("prod", old["metadata"]["name"])  # count 7 -> 8: one new occurrence
@@ -161,7 +162,7 @@ async def test_event_watch_correlates_and_counts_only_new_occurrences(kube):
         await until_async(lambda: emitted.counts()[("web", "BackOff")] == 6)
         assert w.correlator.lookups == lookups  # cached by the involved object's uid
     finally:
-        await asyncio.to_thread(w.close)
+        await w.close()
 
 
 async def test_event_watch_410_relists_without_realerting(kube):
@@ -169,7 +170,7 @@ async def test_event_watch_410_relists_without_realerting(kube):
     involved = {"kind": "Pod", "name": "web-1"}
     first = kube.add_event("prod", involved=involved, reason="BackOff", message="m")
     emitted = Emitted()
-    w = event_watch(kube, emitted)
+    w = await event_watch(kube, emitted)
     try:
         seen = kube.add_event("prod", involved=involved, reason="OOMKilling", message="oom")
         await until_async(lambda: emitted.counts().get(("web", "OOMKilling")) == 1)
@@ -189,4 +190,57 @@ async def test_event_watch_410_relists_without_realerting(kube):
         }
         assert seen["metadata"]["uid"] in w.seen
     finally:
-        await asyncio.to_thread(w.close)
+        await w.close()
+
+
+async def test_event_watch_limited_to_granted_namespaces_uses_namespaced_calls(kube):
+    for ns, app in (("ai-services", "searxng"), ("elsewhere", "other")):
+        kube.add_pod(ns, _pod("p-0", {"app.kubernetes.io/instance": app}))
+    emitted = Emitted()
+    w = await event_watch(kube, emitted, namespaces=("ai-services",))
+    try:
+        for ns in ("elsewhere", "ai-services"):
+            kube.add_event(ns, involved={"kind": "Pod", "name": "p-0"}, reason="BackOff",
+                           message="Back-off restarting failed container")  # fmt: skip
+        await until_async(lambda: emitted.signals)
+        assert emitted.counts() == {("searxng", "BackOff"): 1}
+        # the other namespace's event cannot arrive: nothing asked for it
+        event_calls = [r for r in kube.requests if r.path.endswith("/events")]
+        assert event_calls and {r.path for r in event_calls} == {
+            "/api/v1/namespaces/ai-services/events"
+        }
+        assert any(r.param("watch") for r in event_calls)
+    finally:
+        await w.close()
+
+
+async def test_a_forbidden_namespace_is_named_once_and_retried_until_granted(kube, caplog):
+    kube.add_pod("team-b", _pod("p-0", {"app.kubernetes.io/instance": "web"}))
+    kube.forbid("list", "events", "team-b")
+    kube.forbid("watch", "events", "team-b")
+    emitted = Emitted()
+    client = api_client(kube)
+    correlator = ew.Correlator(client)
+    w = ew.EventWatch(client, correlator, emitted, namespaces=("ai-services", "team-b"),
+                      timeout_seconds=2, backoff=FAST)  # fmt: skip
+    caplog.set_level("DEBUG", logger="bot.alerts.event_watch")
+    w.start()
+    try:
+        team_b = "/namespaces/team-b/events"
+        await until_async(lambda: len(kube.requests_to("GET", team_b)) >= 4)  # retried
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert warnings == [
+            "Kubernetes Warning events in namespace team-b: The bot is not allowed to list "
+            "events in namespace team-b. Grant it in the bot's Role (deploy/rbac.yaml) or ask a "
+            "cluster admin. Retrying with backoff."
+        ]
+        assert not w.ready.is_set()
+        kube.allow("list", "events", "team-b")
+        kube.allow("watch", "events", "team-b")
+        await until_async(w.ready.is_set)
+        kube.add_event("team-b", involved={"kind": "Pod", "name": "p-0"}, reason="OOMKilling",
+                       message="oom")  # fmt: skip
+        await until_async(lambda: emitted.counts() == {("web", "OOMKilling"): 1})
+        assert any("team-b: watching again" in r.getMessage() for r in caplog.records)
+    finally:
+        await w.close()

@@ -19,10 +19,11 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from bot.alerts.reconnect import Backoff
 from commands import errors
+from commands.argocd import links
 from commands.argocd.app import FAILED_PHASES, Application
 from commands.argocd.client import ArgoCD
+from commands.reconnect import Backoff
 from notifiers.alert import ResourceProblem
 from notifiers.incidents.engine import Signal
 
@@ -39,14 +40,14 @@ class _Seen:
         self.namespace = namespace
 
 
-def _common(app: Application, ui_url: str) -> dict[str, Any]:
+def _common(app: Application, ui_base: str) -> dict[str, Any]:
     return {
         "app": app.name,
         "source": "watch",
         "project": app.project,
         "cluster": app.dest_cluster,
         "namespace": app.dest_namespace,
-        "url": f"{ui_url}/applications/{app.name}" if ui_url else None,
+        "url": links.app_link(ui_base, app.name),
     }
 
 
@@ -65,7 +66,7 @@ class AppWatch:
         self.argocd = argocd
         self.backoff = backoff or Backoff()
         self.emit = emit
-        self.ui_url = ui_url.rstrip("/")
+        self.ui_base = links.ui_base(ui_url, argocd.base_url)
         self.seen: dict[str, _Seen] = {}
         self.by_namespace: dict[str, frozenset[str]] = {}
         self.connects = 0
@@ -83,7 +84,7 @@ class AppWatch:
                 self._index(name, prev.namespace, None)
                 del self.seen[name]
             return [Signal(kind="deleted", app=name, source="watch")]
-        common = _common(app, self.ui_url)
+        common = _common(app, self.ui_base)
         state = app.operation_state
         op = str(state.get("startedAt") or "")
         revision = str((state.get("syncResult") or {}).get("revision") or app.revision)

@@ -1,12 +1,16 @@
 """Watching Kubernetes Warning events: which app they concern, and only what is new.
 
-The official Kubernetes client is synchronous, so ``EventWatch`` runs in a thread and hands
-signals to the loop through ``emit``. It lists Warning events, then watches from the list's
-resourceVersion with bookmarks; the server ends a watch at ``timeoutSeconds`` and it resumes
-from the last version seen; 410 Gone (compacted) re-lists and emits only what changed meanwhile
-(new events, higher counts), never what was already seen; any other disconnect reconnects with
-capped exponential backoff (``bot.alerts.reconnect``). An event repeats by raising its ``count``: only
-the increase is counted.
+``EventWatch`` follows Warning events through the project's one list-then-watch loop
+(``commands.kube.watch``): list, watch from the list's resourceVersion with bookmarks, resume
+where it left off when the server ends a watch, on 410 Gone re-list and see only what changed
+meanwhile, reconnect with capped, jittered backoff. An event repeats by raising its ``count``
+(or ``series.count``): only the increase is counted, so a re-list never re-alerts, and the first
+list only records what happened before the start.
+
+With ``namespaces`` (the ``watch_namespaces`` setting) it runs one namespaced watch per
+namespace - the bot then needs list/watch on events only there - else one cluster-wide watch.
+A watch the API server refuses (403: the right is missing in that namespace) is said once, with
+the verb, resource and namespace, and retried with backoff until the right is granted.
 
 ``Correlator`` ties an event to an Argo CD app by the involved object's tracking annotation or
 instance label, else through its owners (Pod -> ReplicaSet -> Deployment), else by the only app
@@ -15,16 +19,19 @@ deploying to that namespace (``AppWatch.apps_in``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from bot.alerts.reconnect import Backoff, describe
+from commands import errors
 from commands.argocd.app import INSTANCE_LABEL, TRACKING_ANNOTATION
+from commands.kube import watch as kube_watch
+from commands.reconnect import Backoff
 from notifiers.alert import EventCount
 from notifiers.incidents.engine import Signal
 
@@ -48,10 +55,6 @@ ALERT_REASONS = frozenset(
         "ProgressDeadlineExceeded",
     }
 )
-
-
-class Gone(Exception):
-    """The watch's resourceVersion was compacted away (HTTP 410)."""
 
 
 def _app_from_meta(meta: dict[str, Any]) -> str | None:
@@ -96,6 +99,7 @@ class Correlator:
         self.cache: OrderedDict[str, str | None] = OrderedDict()
         self.cache_size = cache_size
         self.lookups = 0
+        self._lock = threading.Lock()  # app_for runs in worker threads, cached on the loop
 
     def _get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         reader = self.READERS.get(kind)
@@ -119,13 +123,29 @@ class Correlator:
             return name
         return None
 
-    def app_for(self, involved: dict[str, Any]) -> str | None:
+    @staticmethod
+    def _key(involved: dict[str, Any]) -> str:
         namespace = str(involved.get("namespace") or "")
         kind, name = str(involved.get("kind") or ""), str(involved.get("name") or "")
-        uid = str(involved.get("uid") or "") or f"{kind}/{namespace}/{name}"
-        if uid in self.cache:
-            self.cache.move_to_end(uid)
-            return self.cache[uid]
+        return str(involved.get("uid") or "") or f"{kind}/{namespace}/{name}"
+
+    def cached(self, involved: dict[str, Any]) -> tuple[bool, str | None]:
+        """(True, app) when the answer is cached: no API read needed."""
+        uid = self._key(involved)
+        with self._lock:
+            if uid in self.cache:
+                self.cache.move_to_end(uid)
+                return True, self.cache[uid]
+        return False, None
+
+    def app_for(self, involved: dict[str, Any]) -> str | None:
+        """Blocking (reads owners from the API): call it in a worker thread."""
+        hit, cached = self.cached(involved)
+        if hit:
+            return cached
+        uid = self._key(involved)
+        namespace = str(involved.get("namespace") or "")
+        kind, name = str(involved.get("kind") or ""), str(involved.get("name") or "")
         found: str | None = None
         for _ in range(4):  # Pod -> ReplicaSet -> Deployment (-> a parent) at most
             obj = self._get(kind, namespace, name)
@@ -144,56 +164,71 @@ class Correlator:
             candidates = self.apps_in(namespace)
             if len(candidates) == 1:
                 found = next(iter(candidates))
-        self.cache[uid] = found
-        if len(self.cache) > self.cache_size:
-            self.cache.popitem(last=False)
+        with self._lock:
+            self.cache[uid] = found
+            if len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
         return found
 
 
 class EventWatch:
+    """Warning events, cluster-wide or in the given namespaces (one watch each), as signals."""
+
     def __init__(
         self,
         api_client: Any,
         correlator: Correlator,
         emit: Callable[[list[Signal]], None],
         *,
+        namespaces: tuple[str, ...] = (),
         reasons: frozenset[str] = ALERT_REASONS,
         timeout_seconds: int = 300,
         page_size: int = 500,
         seen_size: int = 50000,
         backoff: Backoff | None = None,
     ) -> None:
-        """``emit`` is called from the watch thread (use ``loop.call_soon_threadsafe``)."""
+        """``emit`` is called on the event loop. Start with ``start()`` from a running loop."""
         from kubernetes import client as k8s
 
         self.core: Any = k8s.CoreV1Api(api_client)
         self.correlator = correlator
         self.emit = emit
+        self.namespaces = tuple(namespaces)
         self.reasons = reasons
         self.timeout_seconds = timeout_seconds
         self.page_size = page_size
         self.seen: OrderedDict[str, int] = OrderedDict()  # event uid -> count already counted
         self.seen_size = seen_size
         self.backoff = backoff or Backoff()
-        self.resource_version = ""
-        self.lists = 0
-        self.watches = 0
         self.events = 0
-        self.ready = threading.Event()
-        self._stop = threading.Event()
-        self._resp: Any = None
-        self._thread = threading.Thread(target=self._run, name="k8s-events", daemon=True)
+        self.stats: dict[str, kube_watch.Stats] = {}
+        self.problems: dict[str, str] = {}  # namespace ("" = all) -> the failure last logged
+        self.ready = threading.Event()  # every watch has listed once
+        self._primed: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def lists(self) -> int:
+        return sum(s.lists for s in self.stats.values())
+
+    @property
+    def watches(self) -> int:
+        return sum(s.watches for s in self.stats.values())
 
     def start(self) -> None:
-        self._thread.start()
+        loop = asyncio.get_running_loop()
+        for namespace in self.namespaces or ("",):
+            self.stats[namespace] = kube_watch.Stats()
+            name = f"k8s-events:{namespace or '*'}"
+            self._tasks.append(loop.create_task(self._run(namespace), name=name))
 
-    def close(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        resp = self._resp
-        if resp is not None:
-            with contextlib.suppress(Exception):
-                resp.shutdown() if hasattr(resp, "shutdown") else resp.close()
-        self._thread.join(timeout)
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
 
     # -- counting -------------------------------------------------------------------------
     def _count(self, ev: dict[str, Any]) -> int:
@@ -211,11 +246,22 @@ class EventWatch:
             self.seen.popitem(last=False)
         return max(0, count - before)
 
-    def _signal(self, ev: dict[str, Any], delta: int) -> Signal | None:
-        if delta <= 0 or ev.get("type") != "Warning" or ev.get("reason") not in self.reasons:
+    async def handle(self, kind: str, ev: dict[str, Any], *, alert: bool = True) -> Signal | None:
+        """Count one change; the signal it causes, if any. ``alert=False`` only records it
+        (the first list: what happened before the start is not news)."""
+        self.events += 1
+        if kind == "DELETED":
+            self.seen.pop(str((ev.get("metadata") or {}).get("uid") or ""), None)
+            return None
+        delta = self._delta(ev)
+        if not alert or delta <= 0:
+            return None
+        if ev.get("type") != "Warning" or ev.get("reason") not in self.reasons:
             return None
         involved = ev.get("involvedObject") or {}
-        app = self.correlator.app_for(involved)
+        hit, app = self.correlator.cached(involved)
+        if not hit:  # reads owners from the API: in a worker thread
+            app = await asyncio.to_thread(self.correlator.app_for, involved)
         if app is None:
             return None
         obj = f"{involved.get('kind', '?')}/{involved.get('name', '?')}"
@@ -227,126 +273,64 @@ class EventWatch:
             event=EventCount(str(ev.get("reason")), obj, str(ev.get("message") or "")[:500], delta),
         )
 
-    def handle(self, kind: str, ev: dict[str, Any]) -> Signal | None:
-        self.events += 1
-        if kind == "DELETED":
-            self.seen.pop(str((ev.get("metadata") or {}).get("uid") or ""), None)
-            return None
-        return self._signal(ev, self._delta(ev))
+    # -- the watches ----------------------------------------------------------------------
+    def _changes(self, namespace: str) -> AsyncGenerator[tuple[str, dict[str, Any]], None]:
+        args: tuple[str, ...] = (namespace,) if namespace else ()
+        fn = (
+            self.core.list_namespaced_event
+            if namespace
+            else self.core.list_event_for_all_namespaces
+        )
+        return kube_watch.list_and_watch(
+            fn,
+            *args,
+            resource="events",
+            namespace=namespace,
+            max_timeout=self.timeout_seconds,
+            page_size=self.page_size,
+            backoff=Backoff(self.backoff.first, self.backoff.cap),
+            on_error=lambda e: self._failed(namespace, e),
+            stats=self.stats[namespace],
+            field_selector="type=Warning",
+        )
 
-    # -- API ------------------------------------------------------------------------------
-    def _pages(self) -> Iterator[tuple[list[dict[str, Any]], str]]:
-        token: str | None = None
+    async def _run(self, namespace: str) -> None:
         while True:
-            kw: dict[str, Any] = {"field_selector": "type=Warning", "limit": self.page_size}
-            if token:
-                kw["_continue"] = token
-            resp = self.core.list_event_for_all_namespaces(_preload_content=False, **kw)
             try:
-                data = json.loads(resp.data)
-            finally:
-                resp.release_conn()
-            meta = data.get("metadata") or {}
-            yield list(data.get("items") or []), str(meta.get("resourceVersion") or "")
-            token = meta.get("continue") or None
-            if not token:
-                return
+                primed = False
+                async with contextlib.aclosing(self._changes(namespace)) as changes:
+                    async for kind, ev in changes:
+                        if kind == kube_watch.SYNCED:
+                            primed = True
+                            self._synced(namespace)
+                            continue
+                        signal = await self.handle(kind, ev, alert=primed)
+                        if signal is not None:
+                            self.emit([signal])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug, not the cluster: keep its traceback, keep watching
+                log.exception("Kubernetes events watch in %s failed", _where(namespace))
+                await asyncio.sleep(self.backoff.delay())
 
-    def relist(self, *, prime: bool) -> None:
-        """List Warning events; ``prime`` (first start) records them without alerting."""
-        self.lists += 1
-        listed: set[str] = set()
-        rv = ""
-        batch: list[Signal] = []
-        for items, page_rv in self._pages():
-            rv = page_rv or rv
-            for ev in items:
-                listed.add(str((ev.get("metadata") or {}).get("uid") or ""))
-                delta = self._delta(ev)
-                sig = None if prime else self._signal(ev, delta)
-                if sig is not None:
-                    batch.append(sig)
-        for uid in [u for u in self.seen if u not in listed]:
-            del self.seen[uid]
-        if batch:
-            self.emit(batch)
-        self.resource_version = rv
+    def _synced(self, namespace: str) -> None:
+        if self.problems.pop(namespace, None) is not None:
+            log.info("Kubernetes Warning events in %s: watching again", _where(namespace))
+        self._primed.add(namespace)
+        if len(self._primed) == len(self.stats):
+            self.ready.set()
 
-    def _watch_once(self) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        self.watches += 1
-        try:
-            resp = self.core.list_event_for_all_namespaces(
-                field_selector="type=Warning",
-                watch=True,
-                resource_version=self.resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=self.timeout_seconds,
-                _preload_content=False,
-                _request_timeout=(10, self.timeout_seconds + 30),
-            )
-        except ApiException as e:
-            if e.status == 410:
-                raise Gone() from None
-            raise
-        self._resp = resp
-        try:
-            for line in _lines(resp):
-                if self._stop.is_set():
-                    return
-                msg = json.loads(line)
-                kind, obj = msg.get("type"), msg.get("object") or {}
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        raise Gone()
-                    raise RuntimeError(f"watch error {obj.get('code')}: {obj.get('message')}")
-                rv = (obj.get("metadata") or {}).get("resourceVersion")
-                if rv:
-                    self.resource_version = str(rv)
-                if kind == "BOOKMARK":
-                    continue
-                sig = self.handle(str(kind), obj)
-                if sig is not None:
-                    self.emit([sig])
-        finally:
-            self._resp = None
-            with contextlib.suppress(Exception):
-                resp.release_conn()
-
-    def _run(self) -> None:
-        backoff = self.backoff
-        primed = False
-        while not self._stop.is_set():
-            try:
-                if not primed:
-                    self.relist(prime=True)
-                    primed = True
-                    self.ready.set()
-                self._watch_once()
-                backoff.reset()
-                continue  # the server ended the watch at timeoutSeconds: resume
-            except Gone:
-                log.info("Kubernetes events: resourceVersion expired (410); re-listing")
-                try:
-                    self.relist(prime=False)
-                    continue
-                except Exception as e:
-                    log.warning("Kubernetes events: re-list failed: %s", type(e).__name__)
-            except Exception as e:
-                if self._stop.is_set():
-                    return
-                log.warning("Kubernetes events watch: %s; reconnecting", describe(e))
-            self._stop.wait(backoff.delay())
+    def _failed(self, namespace: str, e: errors.CommandError) -> None:
+        """Say once what is wrong (which right is missing, where); then retry quietly."""
+        text = str(e)
+        if self.problems.get(namespace) == text:
+            log.debug("Kubernetes Warning events in %s: still %s", _where(namespace), text)
+            return
+        self.problems[namespace] = text
+        log.warning(
+            "Kubernetes Warning events in %s: %s Retrying with backoff.", _where(namespace), text
+        )
 
 
-def _lines(resp: Any) -> Iterator[bytes]:
-    pending = b""
-    for chunk in resp.stream(65536, decode_content=False):
-        pending += chunk
-        while b"\n" in pending:
-            line, pending = pending.split(b"\n", 1)
-            if line.strip():
-                yield line
-    if pending.strip():
-        yield pending
+def _where(namespace: str) -> str:
+    return f"namespace {namespace}" if namespace else "all namespaces"

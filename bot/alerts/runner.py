@@ -213,7 +213,9 @@ class AlertRunner:
             def emit(signals: list[Signal]) -> None:
                 loop.call_soon_threadsafe(self._put_nowait, signals)
 
-            self.event_watch = ew.EventWatch(kube_client, correlator, emit)
+            self.event_watch = ew.EventWatch(
+                kube_client, correlator, emit, namespaces=self.settings.namespaces_watched
+            )
             self.event_watch.start()
 
     async def close(self) -> None:
@@ -223,7 +225,7 @@ class AlertRunner:
         if self.app_watch is not None:
             await self.app_watch.close()
         if self.event_watch is not None:
-            await asyncio.to_thread(self.event_watch.close)
+            await self.event_watch.close()
         for t in [*self._tasks, *self._background]:
             t.cancel()
         for t in [*self._tasks, *self._background]:
@@ -407,7 +409,11 @@ async def start(
     if runner.app_watch is not None:
         watching.append("Argo CD applications")
     if runner.event_watch is not None:
-        watching.append("Kubernetes Warning events")
+        namespaces = runner.event_watch.namespaces
+        watching.append(
+            "Kubernetes Warning events in "
+            + (f"namespace(s) {', '.join(namespaces)}" if namespaces else "all namespaces")
+        )
     log.info(
         "alerts: sinks %s; watching %s; %d incident(s) active",
         ", ".join(sorted(runner.sinks)) or "NONE (alerts are stored, not sent)",

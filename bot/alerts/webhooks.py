@@ -31,6 +31,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.settings import Settings
+from commands.argocd import links
 from notifiers.alert import ResourceProblem
 from notifiers.incidents.engine import Signal
 
@@ -129,14 +130,13 @@ def _problems(items: list[Resource | None], *, sync: bool) -> tuple[ResourceProb
 def signals(body: Body, ui_url: str = "") -> list[Signal]:
     """What one notification says, in the engine's words. The "Open in Argo CD" link is built
     from the configured ``ui_url`` only: whoever holds the webhook token must not choose it."""
-    base = ui_url.rstrip("/")
     common: dict[str, Any] = {
         "app": body.app.name,
         "source": "webhook",
         "project": body.app.project,
         "cluster": body.destination.name or body.destination.server,
         "namespace": body.destination.namespace,
-        "url": f"{base}/applications/{body.app.name}" if base else None,
+        "url": links.app_link(ui_url, body.app.name),  # configuration, never the body
     }
     op = body.operation
     revision = op.revision or body.sync.revision

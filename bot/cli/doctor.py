@@ -34,10 +34,22 @@ async def _kube(settings: Settings) -> str:
             "no Kubernetes configuration (not in a cluster, no KUBECONFIG)",
             hint="Set KUBECONFIG or run in the cluster.",
         )
-    missing = await ops.check_access() if hasattr(ops, "check_access") else []
+    namespaces = settings.namespaces_watched
+    if not namespaces:
+        missing = await ops.check_access()
+        if missing:
+            raise errors.Denied("missing RBAC: " + ", ".join(missing), hint="See deploy/rbac.yaml.")
+        return "reachable, RBAC sufficient (Warning events watched in all namespaces)"
+    missing = []
+    for namespace in namespaces:  # the rights the bot needs where it watches and acts
+        missing += await ops.check_namespace_access(namespace)
     if missing:
-        raise errors.Denied("missing RBAC: " + ", ".join(missing), hint="See deploy/rbac.yaml.")
-    return "reachable, RBAC sufficient"
+        raise errors.Denied(
+            "missing RBAC: " + ", ".join(missing),
+            hint="Bind the bot's ClusterRole in each namespace of CHATOPS_WATCH_NAMESPACES "
+            "with a RoleBinding (see deploy/rbac.yaml).",
+        )
+    return f"reachable, RBAC sufficient in namespace(s) {', '.join(namespaces)}"
 
 
 async def _store(settings: Settings) -> str:

@@ -48,7 +48,8 @@ def kube_api_client() -> Any | None:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         try:
-            config.load_kube_config()  # type: ignore[no-untyped-call]
+            # KUBECONFIG as it is now: the client reads it once, when first imported
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None)  # type: ignore[no-untyped-call]
         except (config.ConfigException, FileNotFoundError, TypeError):
             return None
     return client.ApiClient()

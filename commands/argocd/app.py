@@ -102,10 +102,6 @@ class Application:
         return str(self.source.get("path") or "")
 
     @property
-    def repo_url(self) -> str:
-        return str(self.source.get("repoURL") or "")
-
-    @property
     def automated(self) -> dict[str, Any] | None:
         a = dig(self.raw, "spec", "syncPolicy", "automated")
         return a if isinstance(a, dict) else None

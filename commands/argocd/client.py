@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import httpx
 
-from commands import errors
+from commands import errors, http_errors
 from commands.argocd.app import Application
 
 JSON = "application/json"
@@ -56,10 +56,6 @@ class ArgoCD:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-    # -- links ---------------------------------------------------------------------------
-    def app_url(self, name: str) -> str:
-        return f"{self.base_url}/applications/{name}"
 
     # -- calls ---------------------------------------------------------------------------
     async def get(
@@ -139,9 +135,6 @@ class ArgoCD:
             "PATCH", f"/api/v1/applications/{name}", json_body=body, app=name
         )
         return Application(data)
-
-    async def terminate(self, name: str) -> None:
-        await self._request("DELETE", f"/api/v1/applications/{name}/operation", app=name)
 
     async def resource_tree(self, name: str) -> list[dict[str, Any]]:
         data = await self._request("GET", f"/api/v1/applications/{name}/resource-tree", app=name)
@@ -233,82 +226,74 @@ class ArgoCD:
         return data if isinstance(data, dict) else {"items": data}
 
 
+ARGOCD = http_errors.Service(
+    "Argo CD",
+    who="the bot",
+    credential="the bot's token",
+    credential_hint="Check CHATOPS_ARGOCD_TOKEN: it may be expired or revoked.",
+    address_hint="Check CHATOPS_ARGOCD_URL and that argocd-server is running.",
+    permission_hint="Grant the bot's account the needed RBAC in argocd-rbac-cm.",
+    unavailable_hint="argocd-server or the repo server may be restarting; try again shortly.",
+)
+
+
 def _transport_error(base_url: str, e: Exception) -> errors.Unavailable:
-    return errors.Unavailable(
-        f"Argo CD at {base_url} is unreachable ({type(e).__name__}).",
-        hint="Check CHATOPS_ARGOCD_URL and that argocd-server is running.",
-    )
-
-
-def _message(resp: httpx.Response) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return resp.text.strip()[:300]
-    if isinstance(body, dict):
-        return str(body.get("message") or body.get("error") or "")[:300]
-    return ""
+    return http_errors.unreachable(ARGOCD, base_url, e)
 
 
 async def check_response(
     resp: httpx.Response, *, app: str | None = None, client: ArgoCD | None = None
 ) -> None:
-    """Map an argocd-server failure to a readable ``CommandError``. The one place it happens."""
+    """Map an argocd-server failure to a readable ``CommandError``: the shared table of
+    ``commands.http_errors`` plus what only Argo CD says. The one place it happens."""
     if resp.status_code < 400:
         return
-    msg = _message(resp)
-    low = msg.lower()
-    status = resp.status_code
-    what = f"application '{app}'" if app else "Argo CD"
-    if "another operation is already in progress" in low:
-        raise errors.Conflict(
-            f"An operation is already running on {what}.",
-            hint="Wait for it to finish, or check /status.",
-        )
-    if "blocked by sync window" in low:
-        raise errors.Denied(
-            f"Syncing {what} is blocked by a sync window right now.",
-            hint="Wait for the window to open, or ask an Argo CD admin for a manual-sync window.",
-        )
-    if "auto-sync is enabled" in low:
-        raise errors.Conflict(
-            f"Argo CD refuses a history rollback of {what} while auto-sync is on.",
-            hint="Use /rollback, which reverts the commit in Git instead.",
-        )
-    if "refresh deadline exceeded" in low or status == 504:
-        raise errors.Timeout(
-            f"Argo CD could not finish refreshing {what} in time.",
-            hint="The repo server may be slow; try again in a minute.",
-        )
-    if status == 401:
-        raise errors.Unauthorized(
-            "Argo CD rejected the bot's token (401).",
-            hint="Check CHATOPS_ARGOCD_TOKEN: it may be expired or revoked.",
-        )
+    answer = http_errors.read(resp, secrets=(client._token,) if client is not None else ())
+    status, low = answer.status, answer.low
     if status == 404 or (status == 403 and app and "permission denied" in low):
         if status == 404 or client is None or app is None:
             raise await _not_found(app, client)
         # A missing app also answers 403 unless ?project= is given: tell the two apart.
         raise await _not_found(app, client, maybe_denied=True)
+    what = f"application '{app}'" if app else "Argo CD"
+    raise http_errors.error_for(
+        answer, ARGOCD, what=what, specific=lambda a: _argocd_specific(a, what)
+    )
+
+
+def _argocd_specific(answer: http_errors.Answer, what: str) -> errors.CommandError | None:
+    """The answers only argocd-server gives (its messages, its use of 400 and 504)."""
+    low, status, msg = answer.low, answer.status, answer.message
+    if "another operation is already in progress" in low:
+        return errors.Conflict(
+            f"An operation is already running on {what}.",
+            hint="Wait for it to finish, or check /status.",
+        )
+    if "blocked by sync window" in low:
+        return errors.Denied(
+            f"Syncing {what} is blocked by a sync window right now.",
+            hint="Wait for the window to open, or ask an Argo CD admin for a manual-sync window.",
+        )
+    if "auto-sync is enabled" in low:
+        return errors.Conflict(
+            f"Argo CD refuses a history rollback of {what} while auto-sync is on.",
+            hint="Use /rollback, which reverts the commit in Git instead.",
+        )
+    if "refresh deadline exceeded" in low or status == 504:
+        return errors.Timeout(
+            f"Argo CD could not finish refreshing {what} in time.",
+            hint="The repo server may be slow; try again in a minute.",
+        )
     if status == 403:
-        raise errors.Denied(
+        return errors.Denied(
             f"Argo CD denied the bot access to {what}: {msg or 'permission denied'}.",
-            hint="Grant the bot's account the needed RBAC in argocd-rbac-cm.",
+            hint=ARGOCD.permission_hint,
         )
     if status == 415:
-        raise errors.BadInput(f"Argo CD refused the request's content type: {msg}.")
-    if status == 429:
-        raise errors.Unavailable(
-            "Argo CD is rate-limiting the bot (429).", hint="Try again shortly."
-        )
-    if status in (400, 409, 422):
-        raise errors.Conflict(f"Argo CD refused the request for {what}: {msg}.")
-    if status >= 500:
-        raise errors.Unavailable(
-            f"Argo CD answered {status} for {what}" + (f": {msg}." if msg else "."),
-            hint="argocd-server or the repo server may be restarting; try again shortly.",
-        )
-    raise errors.CommandError(f"Argo CD answered {status} for {what}: {msg}.")
+        return errors.BadInput(f"Argo CD refused the request's content type: {msg}.")
+    if status in (400, 409, 422):  # InvalidArgument / FailedPrecondition: the app's state
+        return errors.Conflict(f"Argo CD refused the request for {what}: {msg}.")
+    return None
 
 
 async def _not_found(
@@ -327,7 +312,7 @@ async def _not_found(
     if maybe_denied and app in names:
         return errors.Denied(
             f"Argo CD denied the bot access to application '{app}'.",
-            hint="Grant the bot's account the needed RBAC in argocd-rbac-cm.",
+            hint=ARGOCD.permission_hint,
         )
     suggestions = tuple(difflib.get_close_matches(app, names, n=3))
     hint = f"Did you mean '{suggestions[0]}'?" if suggestions else "Check the name with /status."

@@ -12,7 +12,8 @@ When the token may not push to the branch (a protected branch), the revert goes 
 ``error_code`` ("conflict", "empty") but no paths; the paths of a conflict are estimated as the
 commit's files that changed on the branch since.
 
-Every HTTP status is mapped to a ``commands.errors`` error in ``_check``; the token is sent per
+Every HTTP status is mapped to a ``commands.errors`` error in ``_check`` (the shared table of
+``commands.http_errors`` plus GitLab's own answers); the token is sent per
 request and never appears in a message or a log line.
 """
 
@@ -23,11 +24,20 @@ from urllib.parse import quote
 
 import httpx
 
-from commands import errors
+from commands import errors, http_errors
 from commands.githost import port as githost
 from commands.githost.port import CommitInfo, RevertOutcome
 
 _DEVELOPER = 30
+GITLAB = http_errors.Service(
+    "GitLab",
+    who="the Git token",
+    credential="the Git token",
+    credential_hint="Check CHATOPS_GIT_TOKEN: it may be expired or revoked.",
+    address_hint="Check CHATOPS_GIT_API_URL and the network, then retry.",
+    permission_hint="Give the bot's user that role in the project, then retry.",
+    unavailable_hint="GitLab may be having trouble; retry in a moment.",
+)
 
 
 class _Rejected(errors.Conflict):
@@ -277,63 +287,48 @@ class GitLabHost:
                 headers={"Authorization": f"Bearer {self._token}"},
             )
         except httpx.HTTPError as exc:
-            raise githost.unreachable("GitLab", self.api_url, exc) from exc
+            raise http_errors.unreachable(GITLAB, self.api_url, exc) from exc
         return self._check(response, need=need, not_found=not_found)
 
     def _check(self, response: httpx.Response, *, need: str, not_found: str | None) -> Any:
-        status = response.status_code
-        if status < 300:
+        """The JSON of a success; else the error it means (``commands.http_errors``, with what
+        only GitLab says: missing scopes, protected branches, 400 ``error_code``s)."""
+        if response.status_code < 300:
             return response.json() if response.content else {}
-        body = _body(response)
-        api_message = _message(body) or str(status)
-        if status == 401:
-            raise errors.Unauthorized(
-                "GitLab rejected the Git token (401 Unauthorized).",
-                hint="Check CHATOPS_GIT_TOKEN: it may be expired or revoked.",
-            )
-        if status == 403:
-            if body.get("error") == "insufficient_scope":
-                scope = str(body.get("scope") or "api").split()[0]
-                raise errors.Denied(
-                    f"The Git token lacks the {scope} scope on {self.project}.",
-                    hint="Create a token with that scope, then retry.",
+
+        def specific(answer: http_errors.Answer) -> errors.CommandError | None:
+            status, body = answer.status, answer.body
+            if status == 403:
+                if body.get("error") == "insufficient_scope":
+                    scope = str(body.get("scope") or "api").split()[0]
+                    return errors.Denied(
+                        f"The Git token lacks the {scope} scope on {self.project}.",
+                        hint="Create a token with that scope, then retry.",
+                    )
+                if "not allowed to push" in answer.low:
+                    return _PushRefused(
+                        f"The Git token may not push to {self.branch} on {self.project}."
+                    )
+                return errors.Denied(
+                    f"The Git token lacks {need} on {self.project}.",
+                    hint="Give the bot's user that role in the project, then retry.",
                 )
-            if "not allowed to push" in api_message.lower():
-                raise _PushRefused(
-                    f"The Git token may not push to {self.branch} on {self.project}."
+            if status == 404:
+                return errors.NotFound(
+                    not_found
+                    or f"Project {self.project} not found, or the Git token cannot see it."
                 )
-            raise errors.Denied(
-                f"The Git token lacks {need} on {self.project}.",
-                hint="Give the bot's user that role in the project, then retry.",
-            )
-        if status == 404:
-            raise errors.NotFound(
-                not_found or f"Project {self.project} not found, or the Git token cannot see it."
-            )
-        if status in (400, 409, 422):
-            code = body.get("error_code")
-            raise _Rejected(status, api_message, str(code) if code else None)
-        if status == 429 or status >= 500:
-            raise errors.Unavailable(f"GitLab answered {status}; retry in a moment.")
-        raise errors.Unavailable(f"GitLab answered {status} ({api_message[:120]}).")
+            if status in (400, 409, 422):
+                code = body.get("error_code")
+                return _Rejected(status, answer.message or str(status), str(code) if code else None)
+            return None
+
+        raise http_errors.error_for(
+            http_errors.read(response, secrets=(self._token,)),
+            GITLAB,
+            what=self.project,
+            specific=specific,
+        )
 
     def _web(self, suffix: str) -> str:
         return f"{self.api_url}/{self.project}/{suffix}"
-
-
-def _body(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _message(body: dict[str, Any]) -> str:
-    """GitLab's ``message`` is a string, a list, or a dict of field -> list of strings."""
-    value = body.get("message", body.get("error", ""))
-    if isinstance(value, list):
-        return "; ".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in value.items())
-    return str(value)

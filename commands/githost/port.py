@@ -5,7 +5,7 @@ moves forward to a state without the bad change and auto-sync can stay on. The r
 finds the commit (``find_commit_for_path`` or ``commit``), shows it (``preview``) and, once a
 person confirms, calls ``revert``. Each host implements this Protocol; the values and the
 wording shared by both (the revert message git itself would write, the conflict and "nothing
-to revert" errors, an unreachable host) live here so the two stay alike.
+to revert" errors) live here so the two stay alike.
 """
 
 from __future__ import annotations
@@ -159,15 +159,6 @@ def not_on_branch(commit_short: str, branch: str, repo: str) -> errors.BadInput:
     return errors.BadInput(
         f"Commit {commit_short} is not on branch {branch} of {repo}.",
         hint="Pick a commit from that branch's history.",
-    )
-
-
-def unreachable(host: str, api_url: str, exc: Exception) -> errors.Unavailable:
-    """The request never got an answer (DNS, refused, TLS, timeout): the host's name, where it
-    was looked for, and the kind of failure; never the request, which carries the token."""
-    return errors.Unavailable(
-        f"Cannot reach {host} at {api_url} ({type(exc).__name__}).",
-        hint="Check CHATOPS_GIT_API_URL and the network, then retry.",
     )
 
 

@@ -1,1 +1,1 @@
-"""Kubernetes: the official client behind a thread boundary, StatefulSet and Pod operations, UID checks and the pre-/post-sync hooks. May import commands' base modules only."""
+"""Kubernetes: the official client behind a thread boundary, the one list-then-watch loop (watch), StatefulSet and Pod operations, UID checks and the pre-/post-sync hooks. May import commands' base modules only."""

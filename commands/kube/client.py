@@ -1,33 +1,26 @@
 """Talking to the Kubernetes API through the official client from asyncio code.
 
 The official client is synchronous. So that the event loop (and with it every chat ack) never
-waits on the cluster, each call runs in a worker thread and each watch in its own daemon thread
-feeding an ``asyncio.Queue``. Responses are read as raw JSON (``_preload_content=False``): the
+waits on the cluster, each call runs in a worker thread (watches: ``commands.kube.watch``, each
+in its own daemon thread feeding an ``asyncio.Queue``). Responses are read as raw JSON (``_preload_content=False``): the
 bot needs a handful of fields and must not fail on a model the client cannot deserialize.
 
 ``map_error`` is the one place a client failure becomes a ``commands.errors`` error: 401
 ``Unauthorized``, 403 ``Denied`` naming the verb and resource the bot's RBAC lacks, 404
 ``NotFound``, 409 ``Conflict``, 400/422 ``BadInput`` with the API server's one-line message, and
 anything that cannot reach the API ``Unavailable("Kubernetes API unreachable.")``.
-
-``watch_events`` resumes from the last resourceVersion it saw (bookmarks keep it fresh), reconnects
-with backoff after a disconnect, and raises ``Expired`` on 410 so the caller lists again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import math
-import threading
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from typing import Any, cast
 
 import urllib3
 from kubernetes import client as k8s
-from kubernetes import watch as k8s_watch
 
 from commands import errors
 
@@ -35,10 +28,6 @@ log = logging.getLogger(__name__)
 
 RawObject = dict[str, Any]
 RBAC_HINT = "Grant it in the bot's Role (deploy/rbac.yaml) or ask a cluster admin."
-
-
-class Expired(Exception):
-    """The watch's resourceVersion was compacted away (410): list again."""
 
 
 def _status_message(body: Any) -> str:
@@ -82,49 +71,6 @@ def map_error(exc: BaseException, verb: str, resource: str, namespace: str) -> e
 
 
 UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)
-_Watch: Any = k8s_watch.Watch  # the client's watch helper carries no annotations
-
-
-class WatchThread:
-    """One official-client watch in a daemon thread, handing events to the event loop."""
-
-    END = object()
-
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
-        self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        # return_type "object": events carry raw dicts, resourceVersions are still tracked
-        self._watch: Any = _Watch(return_type="object")
-        self._stopped = False
-        self._thread = threading.Thread(
-            target=self._run, args=(fn, args, kwargs), name="kube-watch", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped = True
-        self._watch.stop()  # shuts the socket down, unblocking the reading thread
-
-    def _post(self, item: Any) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-
-    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if self._stopped:  # stopped before it started: Watch.stream() would reset the flag
-            self._post(self.END)
-            return
-        try:
-            for event in self._watch.stream(fn, *args, **kwargs):
-                if self._stopped:
-                    break
-                self._post(event)
-        except Exception as e:  # handed to the loop, which maps or retries it
-            if not self._stopped:
-                self._post(e)
-        finally:
-            self._post(self.END)
 
 
 async def call_raw(
@@ -143,59 +89,3 @@ async def call_raw(
         return await asyncio.to_thread(call)
     except (k8s.ApiException, *UNREACHABLE) as e:
         raise map_error(e, verb, resource, namespace) from e
-
-
-async def watch_events(
-    resource: str,
-    namespace: str,
-    fn: Callable[..., Any],
-    *args: Any,
-    resource_version: str,
-    deadline: float | None = None,
-    max_timeout: int = 300,
-    **kw: Any,
-) -> AsyncGenerator[tuple[str, RawObject], None]:
-    """Yield ``(type, raw object)`` for ADDED/MODIFIED/DELETED after ``resource_version`` until
-    the caller stops (close it: ``contextlib.aclosing``) or is cancelled. Each HTTP watch lasts
-    at most ``max_timeout`` s (and not past ``deadline``, a loop time); then it resumes where it
-    left off. Disconnects are retried with backoff (until ``deadline``, if any); 410 raises
-    ``Expired``."""
-    loop = asyncio.get_running_loop()
-    rv, backoff = resource_version, 0.1
-    while True:
-        left = max_timeout if deadline is None else math.ceil(deadline - loop.time())
-        left = max(1, min(left, max_timeout))
-        stream_kw = dict(
-            kw,
-            resource_version=rv,
-            timeout_seconds=left,
-            allow_watch_bookmarks=True,
-            _request_timeout=left + 15,
-        )
-        watcher = WatchThread(fn, args, stream_kw)
-        watcher.start()
-        failure: BaseException | None = None
-        try:
-            while (item := await watcher.queue.get()) is not WatchThread.END:
-                if isinstance(item, BaseException):
-                    failure = item
-                    continue
-                obj = item["raw_object"]
-                rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
-                backoff = 0.1
-                if item["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                    yield item["type"], obj
-        finally:
-            watcher.stop()
-        if isinstance(failure, k8s.ApiException) and failure.status == 410:
-            raise Expired(str(failure.reason))
-        if failure is not None and not isinstance(failure, (k8s.ApiException, *UNREACHABLE)):
-            raise failure  # a bug, not the cluster: keep its traceback
-        if failure is not None:
-            mapped = map_error(failure, "watch", resource, namespace)
-            late = deadline is not None and loop.time() + backoff > deadline
-            if not isinstance(mapped, errors.Unavailable) or late:
-                raise mapped from failure
-            log.info("kubernetes watch on %s disconnected, retrying: %s", resource, mapped)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)

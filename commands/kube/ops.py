@@ -1,9 +1,9 @@
 """Kubernetes operations behind the hooks and commands: list, scale, wait, check UIDs.
 
 Everything goes through the official ``kubernetes`` client via ``commands.kube.client`` (calls
-in worker threads, watches in their own threads, one error mapping). Waiting is done with
-watches that resume from the last seen resourceVersion and re-list on 410 Expired, never with
-fixed sleeps.
+in worker threads, one error mapping). Waiting is done with the one list-then-watch loop of
+``commands.kube.watch`` (resumes from the last seen resourceVersion, re-lists on 410 Gone,
+reconnects with backoff), never with fixed sleeps.
 
 An object belongs to an Argo CD app when it carries ``app.kubernetes.io/instance=<app>`` or an
 ``argocd.argoproj.io/tracking-id`` annotation starting with ``<app>:``; a pod also belongs to it
@@ -28,6 +28,7 @@ from kubernetes import client as k8s
 from commands import errors
 from commands.kube import client as kc
 from commands.kube import uids as kube_uids
+from commands.kube import watch as kube_watch
 from commands.kube.uids import ContainerUid, UidSource
 from commands.validation import human
 
@@ -119,16 +120,15 @@ class KubeOps:
         resource: str,
         namespace: str,
         fn: Callable[..., Any],
-        resource_version: str,
         deadline: float,
         **kw: Any,
     ) -> AsyncGenerator[tuple[str, RawObject], None]:
-        return kc.watch_events(
-            resource,
-            namespace,
+        """List then watch ``resource`` in ``namespace`` until ``deadline`` (``kube.watch``)."""
+        return kube_watch.list_and_watch(
             fn,
             namespace,
-            resource_version=resource_version,
+            resource=resource,
+            namespace=namespace,
             deadline=deadline,
             max_timeout=self.watch_timeout,
             **kw,
@@ -205,32 +205,20 @@ class KubeOps:
         remaining: set[str] = set()
         try:
             async with asyncio.timeout_at(deadline):
-                while True:
-                    listing = await kc.call_raw(
-                        "list", "pods", namespace, self.core.list_namespaced_pod, namespace
-                    )
-                    remaining = {
-                        p["metadata"]["name"] for p in listing.get("items", []) if owned(p)
-                    }
-                    if not remaining:
-                        return
-                    rv = str(listing["metadata"]["resourceVersion"])
-                    events = self._watch(
-                        "pods", namespace, self.core.list_namespaced_pod, rv, deadline
-                    )
-                    try:
-                        async with contextlib.aclosing(events):
-                            async for kind, pod in events:
-                                if not owned(pod):
-                                    continue
-                                if kind == "DELETED":
-                                    remaining.discard(pod["metadata"]["name"])
-                                else:
-                                    remaining.add(pod["metadata"]["name"])
-                                if not remaining:
-                                    return
-                    except kc.Expired:
-                        continue
+                events = self._watch("pods", namespace, self.core.list_namespaced_pod, deadline)
+                async with contextlib.aclosing(events):
+                    synced = False
+                    async for kind, pod in events:
+                        if kind == kube_watch.SYNCED:
+                            synced = True
+                        elif owned(pod):
+                            name = str(pod["metadata"]["name"])
+                            if kind == "DELETED":
+                                remaining.discard(name)
+                            else:
+                                remaining.add(name)
+                        if synced and not remaining:
+                            return
         except TimeoutError:
             left = ", ".join(sorted(remaining))
             raise errors.Timeout(
@@ -247,36 +235,23 @@ class KubeOps:
         list_fn = self.apps.list_namespaced_stateful_set
         try:
             async with asyncio.timeout_at(deadline):
-                while True:
-                    listing = await kc.call_raw(
-                        "list",
-                        "statefulsets",
-                        namespace,
-                        list_fn,
-                        namespace,
-                        field_selector=selector,
-                    )
-                    if not listing.get("items"):
-                        raise errors.NotFound(f"StatefulSet {namespace}/{name} not found.")
-                    info = statefulset_info(listing["items"][0])
-                    if info.ready:
-                        return info
-                    rv = str(listing["metadata"]["resourceVersion"])
-                    events = self._watch(
-                        "statefulsets", namespace, list_fn, rv, deadline, field_selector=selector
-                    )
-                    try:
-                        async with contextlib.aclosing(events):
-                            async for kind, obj in events:
-                                if kind == "DELETED":
-                                    raise errors.NotFound(
-                                        f"StatefulSet {namespace}/{name} was deleted."
-                                    )
-                                info = statefulset_info(obj)
-                                if info.ready:
-                                    return info
-                    except kc.Expired:
-                        continue
+                events = self._watch(
+                    "statefulsets", namespace, list_fn, deadline, field_selector=selector
+                )
+                async with contextlib.aclosing(events):
+                    synced = False
+                    async for kind, obj in events:
+                        if kind == kube_watch.SYNCED:
+                            synced = True
+                            if info is None:
+                                raise errors.NotFound(f"StatefulSet {namespace}/{name} not found.")
+                        elif kind == "DELETED":
+                            raise errors.NotFound(f"StatefulSet {namespace}/{name} was deleted.")
+                        else:
+                            info = statefulset_info(obj)
+                        if synced and info is not None and info.ready:
+                            return info
+                raise AssertionError("list_and_watch never ends")  # pragma: no cover
         except TimeoutError:
             raise errors.Timeout(
                 f"StatefulSet {namespace}/{name} was not Ready after {_span(timeout)}: "
@@ -319,6 +294,18 @@ class KubeOps:
             needed += [("get", "argoproj.io", "applications", "")]
             needed += [("list", "argoproj.io", "applications", "")]
             needed += [("watch", "argoproj.io", "applications", "")]
+        return await self._missing(needed, namespace or "")
+
+    async def check_namespace_access(self, namespace: str) -> list[str]:
+        """What the bot lacks in one app namespace of ``watch_namespaces``: the Event watch,
+        reading pods and StatefulSets, scaling them (pre-sync) and, with exec on, ``id -u``."""
+        needed = list(NAMESPACE_RIGHTS)
+        if self.exec_enabled:
+            needed.append(("create", "", "pods", "exec"))
+        return await self._missing(needed, namespace)
+
+    async def _missing(self, needed: list[tuple[str, str, str, str]], namespace: str) -> list[str]:
+        """Ask the API server (SelfSubjectAccessReview) about each right; the ones denied."""
         where = f"in namespace {namespace}" if namespace else "at cluster scope"
         missing = []
         for verb, group, resource, sub in needed:
@@ -327,7 +314,7 @@ class KubeOps:
                 "kind": "SelfSubjectAccessReview",
                 "spec": {
                     "resourceAttributes": {
-                        "namespace": namespace or "",
+                        "namespace": namespace,
                         "verb": verb,
                         "group": group,
                         "resource": resource,
@@ -346,6 +333,18 @@ class KubeOps:
                 what = f"{resource}/{sub}" if sub else resource
                 missing.append(f"{verb} {what} {where}")
         return missing
+
+
+# (verb, API group, resource, subresource) the bot needs in each watched app namespace
+NAMESPACE_RIGHTS = (
+    ("list", "", "events", ""),
+    ("watch", "", "events", ""),
+    ("get", "", "pods", ""),
+    ("list", "", "pods", ""),
+    ("get", "apps", "statefulsets", ""),
+    ("list", "apps", "statefulsets", ""),
+    ("patch", "apps", "statefulsets", "scale"),
+)
 
 
 def _span(seconds: float) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from commands.argocd import links
 from commands.results import Action
 from notifiers.alert import Alert, AlertKind, Severity
 from notifiers.incidents import warning_events
@@ -82,7 +83,7 @@ def incident_alert(inc: Incident, *, ui_url: str, actions: Actions) -> Alert:
         revision=inc.revision,
         resources=inc.resources,
         commit=inc.commit,
-        url=inc.url or (f"{ui_url}/applications/{inc.app}" if ui_url else None),
+        url=inc.url or links.app_link(ui_url, inc.app),
         events=warning_events.groups(inc),
         actions=actions(inc),
         acknowledged_by=inc.acked_by,

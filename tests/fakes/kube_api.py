@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from tests.fakes import kube_access
 from tests.fakes import kube_store as ks
 from tests.fakes import kube_workloads as kw
 from tests.fakes.common import Served
@@ -101,6 +102,8 @@ class FakeKube(Served):
         self.execs: list[ExecCall] = []
         self.default_image_uid = 0  # what `id -u` prints when nothing says otherwise (root)
         self._forbidden: set[tuple[str, str, str | None]] = set()
+        # who may do what (tests.fakes.kube_access): asked for every request and access review
+        self.allowed: kube_access.Allowed = kube_access.allow_all
         self._exec_uids: dict[str, int] = {}
         self._exec_failures: dict[str, tuple[int, str]] = {}
         self.controller = kw.StatefulSetController(self.store, pod_delay)
@@ -408,7 +411,9 @@ class FakeKube(Served):
         self, verb: str, res: Resource, sub: str | None, ns: str | None, name: str | None
     ) -> None:
         what = f"{res.plural}/{sub}" if sub else res.plural
-        if not self._denied(verb, what, ns):
+        if not self._denied(verb, what, ns) and self.allowed(
+            verb, res.group, res.plural, sub or "", ns
+        ):
             return
         where = f'in the namespace "{ns}"' if ns else "at the cluster scope"
         subject = f'{res.qualified} "{name}"' if name else res.qualified
@@ -424,19 +429,11 @@ class FakeKube(Served):
         return any((v, what, n) in self._forbidden for v in (verb, "*") for n in (None, ns))
 
     def _access_review(self, body: Any) -> web.Response:
-        attrs = ((body or {}).get("spec") or {}).get("resourceAttributes") or {}
-        what = attrs.get("resource", "")
-        if attrs.get("subresource"):
-            what += "/" + attrs["subresource"]
-        allowed = not self._denied(attrs.get("verb", ""), what, attrs.get("namespace"))
-        review = dict(body or {})
-        review.update(
-            apiVersion="authorization.k8s.io/v1",
-            kind="SelfSubjectAccessReview",
-            metadata={"creationTimestamp": None},
-            status={"allowed": allowed} if allowed else {"allowed": False, "reason": ""},
-        )
-        return web.json_response(review, status=201)
+        def allowed(verb: str, group: str, resource: str, sub: str, ns: str | None) -> bool:
+            what = f"{resource}/{sub}" if sub else resource
+            return not self._denied(verb, what, ns) and self.allowed(verb, group, resource, sub, ns)
+
+        return web.json_response(kube_access.review(body, allowed), status=201)
 
     def _list(self, request: web.Request, res: Resource, namespace: str | None) -> web.Response:
         labels = ks.label_selector(request.query.get("labelSelector"))

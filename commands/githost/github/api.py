@@ -8,7 +8,8 @@ the branch moves and the revert is redone. It knows nothing about reverting: whi
 write, and when to give up or open a pull request, is decided by ``commands.githost.github.revert`` and
 ``commands.githost.github.host``.
 
-Every HTTP status is mapped to a ``commands.errors`` error in ``check``; the token is sent per
+Every HTTP status is mapped to a ``commands.errors`` error in ``check`` (the shared table of
+``commands.http_errors`` plus GitHub's own answers); the token is sent per
 request and never appears in a message, a log line or this object's ``repr``.
 """
 
@@ -21,13 +22,22 @@ from urllib.parse import quote
 
 import httpx
 
-from commands import errors
+from commands import errors, http_errors
 from commands.githost import merge
 from commands.githost import port as githost
 from commands.githost.port import CommitInfo
 
 TokenSource = str | Callable[[], Awaitable[str]]
 _PERMISSION_NAMES = {"contents": "Contents", "pull_requests": "Pull requests"}
+GITHUB = http_errors.Service(
+    "GitHub",
+    who="the Git token",
+    credential="the Git token",
+    credential_hint="Check CHATOPS_GIT_TOKEN: it may be expired or revoked.",
+    address_hint="Check CHATOPS_GIT_API_URL and the network, then retry.",
+    permission_hint="Grant it to the fine-grained token or the GitHub App, then retry.",
+    unavailable_hint="GitHub may be having trouble; retry in a moment.",
+)
 
 
 class Rejected(errors.Conflict):
@@ -189,41 +199,37 @@ class GitHubAPI:
                 method, url, params=params, json=json, headers=headers
             )
         except httpx.HTTPError as exc:
-            raise githost.unreachable("GitHub", self.api_url, exc) from exc
-        return self.check(response, need=need, not_found=not_found)
+            raise http_errors.unreachable(GITHUB, self.api_url, exc) from exc
+        return self.check(response, need=need, not_found=not_found, token=token)
 
-    def check(self, response: httpx.Response, *, need: str, not_found: str | None) -> Any:
-        status = response.status_code
-        if status < 300:
+    def check(
+        self, response: httpx.Response, *, need: str, not_found: str | None, token: str = ""
+    ) -> Any:
+        """The JSON of a success; else the error it means (``commands.http_errors``, with what
+        only GitHub says: the permission a 403 lacks, 409/422 as ``Rejected``)."""
+        if response.status_code < 300:
             return response.json() if response.content else {}
-        api_message = _message(response)
-        if status == 401:
-            raise errors.Unauthorized(
-                "GitHub rejected the Git token (401 Bad credentials).",
-                hint="Check CHATOPS_GIT_TOKEN: it may be expired or revoked.",
-            )
-        if status == 403 or status == 429:
-            if (
-                status == 429
-                or response.headers.get("x-ratelimit-remaining") == "0"
-                or ("rate limit" in api_message.lower())
-            ):
-                raise errors.Unavailable(
-                    "GitHub's API rate limit is exhausted for the Git token.",
-                    hint="Retry in a few minutes.",
+
+        def specific(answer: http_errors.Answer) -> errors.CommandError | None:
+            status = answer.status
+            if status == 403:
+                permission = _accepted_permission(answer.headers) or need
+                return errors.Denied(
+                    f"The Git token lacks {permission} on {self.repo}.",
+                    hint="Grant it to the fine-grained token or the GitHub App, then retry.",
                 )
-            permission = _accepted_permission(response) or need
-            raise errors.Denied(
-                f"The Git token lacks {permission} on {self.repo}.",
-                hint="Grant it to the fine-grained token or the GitHub App, then retry.",
-            )
-        if status == 404 or (status == 422 and "no commit found" in api_message.lower()):
-            raise errors.NotFound(
-                not_found or f"Repository {self.repo} not found, or the Git token cannot see it."
-            )
-        if status in (409, 422):
-            raise Rejected(status, api_message)
-        raise errors.Unavailable(f"GitHub answered {status} ({api_message[:120]}).")
+            if status == 404 or (status == 422 and "no commit found" in answer.low):
+                return errors.NotFound(
+                    not_found
+                    or f"Repository {self.repo} not found, or the Git token cannot see it."
+                )
+            if status in (409, 422):
+                return Rejected(status, answer.message or str(status))
+            return None
+
+        raise http_errors.error_for(
+            http_errors.read(response, secrets=(token,)), GITHUB, what=self.repo, specific=specific
+        )
 
     def no_commit(self, sha: str) -> str:
         return f"Commit {githost.short(sha)} not found in {self.repo}."
@@ -238,23 +244,9 @@ class GitHubAPI:
         return f"{root}/{self.repo}/{suffix}"
 
 
-def _message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.reason_phrase or str(response.status_code)
-    if isinstance(body, dict):
-        text = str(body.get("message") or "")
-        for item in body.get("errors") or []:
-            if isinstance(item, dict) and item.get("message"):
-                text += f" {item['message']}"
-        return text.strip() or str(response.status_code)
-    return str(response.status_code)
-
-
-def _accepted_permission(response: httpx.Response) -> str | None:
+def _accepted_permission(headers: httpx.Headers) -> str | None:
     """``X-Accepted-GitHub-Permissions: contents=write`` -> "Contents: write"."""
-    header = response.headers.get("x-accepted-github-permissions", "")
+    header = headers.get("x-accepted-github-permissions", "")
     first = header.split(";")[0].strip()
     if not first:
         return None

@@ -33,7 +33,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from commands import errors
+from commands import errors, http_errors
 from commands.githost import port as githost
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,15 @@ JWT_BACKDATE = 60  # seconds: iat = now - 60 tolerates a GitHub clock slightly b
 JWT_LIFETIME = 540  # seconds after now: exp - iat = 600, GitHub's maximum
 REFRESH_MARGIN = 300  # seconds: fetch a new token when the cached one has less left than this
 DEFAULT_TOKEN_LIFETIME = 3600  # GitHub's documented lifetime, if a reply lacks expires_at
+GITHUB_APP = http_errors.Service(
+    "GitHub",
+    who="the app",
+    credential="the app's JWT",
+    credential_hint="Check CHATOPS_GIT_APP_ID and CHATOPS_GIT_APP_PRIVATE_KEY.",
+    address_hint="Check CHATOPS_GIT_API_URL and the network, then retry.",
+    permission_hint="Check the app's installation in the organisation's settings.",
+    unavailable_hint="GitHub may be having trouble; retry in a moment.",
+)
 _KEY_HINT = "Set CHATOPS_GIT_APP_PRIVATE_KEY or CHATOPS_GIT_APP_PRIVATE_KEY_FILE to the app's .pem."
 
 
@@ -117,11 +126,7 @@ class GitHubAppAuth:
                 async with httpx.AsyncClient(timeout=20.0) as client:
                     response = await client.post(url + "/access_tokens", headers=headers)
         except httpx.HTTPError as exc:
-            raise errors.Unavailable(
-                f"Cannot reach GitHub at {self.api_url} to get an installation token "
-                f"({type(exc).__name__}).",
-                hint="Check CHATOPS_GIT_API_URL and the network, then retry.",
-            ) from None
+            raise http_errors.unreachable(GITHUB_APP, self.api_url, exc) from None
         body = self._check(response)
         token = body.get("token") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
@@ -154,32 +159,34 @@ class GitHubAppAuth:
                 raise errors.Unavailable(
                     "GitHub answered the installation token request with something not JSON."
                 ) from None
-        api_message = _message(response)
-        if status == 401:
-            raise errors.Unauthorized(
+        raise http_errors.error_for(
+            http_errors.read(response),
+            GITHUB_APP,
+            what="the installation token request",
+            specific=self._specific,
+        )
+
+    def _specific(self, answer: http_errors.Answer) -> errors.CommandError | None:
+        """What a failed token request means for the app's settings."""
+        if answer.status == 401:
+            return errors.Unauthorized(
                 "GitHub rejected the app's JWT: check CHATOPS_GIT_APP_ID and the private key",
                 hint="The key must be a current private key of that app, and this machine's "
                 "clock right to within a minute.",
             )
-        if status == 404:
-            raise errors.NotFound(
+        if answer.status == 404:
+            return errors.NotFound(
                 f"GitHub App installation {self.installation_id} not found for app {self.app_id}.",
                 hint="Check CHATOPS_GIT_APP_INSTALLATION_ID: the number at the end of the "
                 "installation's settings URL.",
             )
-        if status == 429 or (status == 403 and "rate limit" in api_message.lower()):
-            raise errors.Unavailable(
-                "GitHub's API rate limit is exhausted for the app.", hint="Retry in a few minutes."
-            )
-        if status == 403:  # e.g. "This installation has been suspended"
-            raise errors.Denied(
+        if answer.status == 403:  # e.g. "This installation has been suspended"
+            return errors.Denied(
                 f"GitHub refused a token for installation {self.installation_id}: "
-                f"{api_message[:120]}",
+                f"{answer.message[:120]}",
                 hint="Check the app's installation in the organisation's settings.",
             )
-        raise errors.Unavailable(
-            f"GitHub answered {status} to the installation token request ({api_message[:120]})."
-        )
+        return None
 
 
 def load_private_key(pem: str) -> rsa.RSAPrivateKey:
@@ -202,13 +209,3 @@ def load_private_key(pem: str) -> rsa.RSAPrivateKey:
             hint=_KEY_HINT,
         )
     return key
-
-
-def _message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.reason_phrase or str(response.status_code)
-    if isinstance(body, dict) and body.get("message"):
-        return str(body["message"])
-    return str(response.status_code)
