@@ -122,9 +122,7 @@ def _pod(name: str, labels: dict[str, str] | None = None, owner: dict | None = N
 def event_watch(kube: FakeKube, emitted: Emitted, **kw) -> ew.EventWatch:
     client = api_client(kube)
     apps = kw.pop("apps", {})
-    correlator = ew.Correlator(
-        client, apps_in=lambda ns: frozenset(apps.get(ns, ())), knows=None
-    )
+    correlator = ew.Correlator(client, apps_in=lambda ns: frozenset(apps.get(ns, ())), knows=None)
     w = ew.EventWatch(client, correlator, emitted, timeout_seconds=2, backoff=FAST, **kw)
     w.start()
     assert w.ready.wait(5)
@@ -192,3 +190,25 @@ async def test_event_watch_410_relists_without_realerting(kube):
         assert seen["metadata"]["uid"] in w.seen
     finally:
         await asyncio.to_thread(w.close)
+
+
+async def test_app_watch_reads_a_stream_error_frame_as_a_disconnect_and_says_why(argo, caplog):
+    argo.add_app(make_app("web"))
+    sink = Sink()
+    w, client = await watch_apps(argo, sink)
+    try:
+        await until_async(lambda: sink.kinds("web"))
+        caplog.set_level("WARNING", logger="bot.alerts.app_watch")
+        # grpc-gateway ends a failed stream with {"error": {grpc_code, http_code, message, ...}}
+        argo.break_streams(14, "error reading from server: EOF")
+        await until_async(lambda: w.connects >= 2 and w.connected.is_set())
+        warned = [r.getMessage() for r in caplog.records if r.name == "bot.alerts.app_watch"]
+        assert warned == [
+            "Argo CD application stream: Argo CD's application stream failed: "
+            "error reading from server: EOF."
+        ]
+        argo.set_health("web", "Degraded", "Back-off pulling image")  # still watching
+        await until_async(lambda: "degraded" in sink.kinds("web"))
+    finally:
+        await w.close()
+        await client.aclose()
