@@ -15,7 +15,9 @@ request and never appears in a message, a log line or this object's ``repr``.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +27,7 @@ from commands import errors
 from commands.githost import merge
 from commands.githost import port as githost
 from commands.githost.port import CommitInfo
+from commands.validation import human
 
 TokenSource = str | Callable[[], Awaitable[str]]
 _PERMISSION_NAMES = {"contents": "Contents", "pull_requests": "Pull requests"}
@@ -203,16 +206,16 @@ class GitHubAPI:
                 hint="Check CHATOPS_GIT_TOKEN: it may be expired or revoked.",
             )
         if status == 403 or status == 429:
-            if (
-                status == 429
-                or response.headers.get("x-ratelimit-remaining") == "0"
-                or ("rate limit" in api_message.lower())
-            ):
-                raise errors.Unavailable(
-                    "GitHub's API rate limit is exhausted for the Git token.",
-                    hint="Retry in a few minutes.",
-                )
+            limited = rate_limited(response, api_message)
+            if limited is not None:
+                raise limited
             permission = _accepted_permission(response) or need
+            if "by integration" in api_message.lower():  # an App installation token
+                raise errors.Denied(
+                    f"The GitHub App lacks {permission} on {self.repo}.",
+                    hint="Add the permission in the App's settings, then have the "
+                    "installation accept the new permissions.",
+                )
             raise errors.Denied(
                 f"The Git token lacks {permission} on {self.repo}.",
                 hint="Grant it to the fine-grained token or the GitHub App, then retry.",
@@ -250,6 +253,38 @@ def _message(response: httpx.Response) -> str:
                 text += f" {item['message']}"
         return text.strip() or str(response.status_code)
     return str(response.status_code)
+
+
+def rate_limited(
+    response: httpx.Response, api_message: str, now: Callable[[], float] = time.time
+) -> errors.Unavailable | None:
+    """A 403/429 that is a rate limit, saying when to retry: ``retry-after`` seconds (a
+    secondary limit), else ``x-ratelimit-reset`` when ``x-ratelimit-remaining`` is 0 (the
+    primary limit), else at least a minute, as GitHub's troubleshooting guide says."""
+    headers = response.headers
+    low = api_message.lower()
+    retry_after = headers.get("retry-after", "")
+    if retry_after.isdigit():
+        return errors.Unavailable(
+            "GitHub is throttling the Git token (secondary rate limit: too many requests at once).",
+            hint=f"Retry in {human(int(retry_after))}.",
+        )
+    reset = headers.get("x-ratelimit-reset", "")
+    if headers.get("x-ratelimit-remaining") == "0":
+        hint = "Retry in an hour at most."
+        if reset.isdigit():
+            at = datetime.fromtimestamp(int(reset), UTC)
+            wait = max(0.0, int(reset) - now())
+            hint = f"It resets at {at:%H:%M} UTC: retry in {human(wait)}."
+        return errors.Unavailable(
+            "GitHub's API rate limit is exhausted for the Git token.", hint=hint
+        )
+    if response.status_code == 429 or "rate limit" in low:
+        return errors.Unavailable(
+            "GitHub is throttling the Git token (rate limit).",
+            hint="Wait at least a minute before retrying.",
+        )
+    return None
 
 
 def _accepted_permission(response: httpx.Response) -> str | None:
