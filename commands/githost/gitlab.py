@@ -120,6 +120,8 @@ class GitLabHost:
             project = await self._call("GET", "")
         except errors.NotFound:
             return [f"Reporter role (the token cannot see {self.project})"]
+        except errors.Denied:  # insufficient_scope: not even read_api
+            return ["api scope"]
         permissions = project.get("permissions") or {}
         levels = [
             (permissions.get(kind) or {}).get("access_level", 0)
@@ -293,9 +295,10 @@ class GitLabHost:
             )
         if status == 403:
             if body.get("error") == "insufficient_scope":
-                scope = str(body.get("scope") or "api").split()[0]
+                scopes = str(body.get("scope") or "api").split() or ["api"]
+                which = " or ".join(scopes)
                 raise errors.Denied(
-                    f"The Git token lacks the {scope} scope on {self.project}.",
+                    f"The Git token lacks the {which} scope on {self.project}.",
                     hint="Create a token with that scope, then retry.",
                 )
             if "not allowed to push" in api_message.lower():
