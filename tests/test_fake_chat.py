@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ from notifiers.render import discord as render_discord
 from notifiers.render import slack as render_slack
 from tests.fakes import discord_payloads as dp
 from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.recording import until_async
 from tests.fakes.slack_api import RESPONSE_URL_USES, FakeSlack
 
 RESULT = Result(
@@ -407,6 +409,41 @@ async def test_discord_rest_answers_like_discord(discord_fake: FakeDiscord) -> N
             json={"content": "late"},
         )
         assert (edit.status_code, edit.json()["code"]) == (401, 50027)
+
+
+async def test_discord_refuses_bad_json_bad_command_names_and_late_callbacks() -> None:
+    fake = FakeDiscord(callback_window=0.2).start()
+    auth = {"Authorization": f"Bot {fake.token}", "Content-Type": "application/json"}
+    try:
+        async with httpx.AsyncClient(base_url=fake.api_url) as http:
+            broken = await http.post(
+                f"/channels/{dp.CHANNEL_ID}/messages", content=b"{nope", headers=auth
+            )
+            assert broken.status_code == 400
+            assert broken.json() == {"message": "The request body contains invalid JSON.",
+                                     "code": 50109}  # fmt: skip
+
+            commands = f"/applications/{fake.application_id}/commands"
+            names = ["sync", "Argo-sync", "argo sync", "x" * 33, "", "état-2", "verify_rootless"]
+            bulk = [{"name": n, "description": "d", "type": 1} for n in names]
+            refused = await http.put(commands, json=bulk, headers=auth)
+            assert (refused.status_code, refused.json()["code"]) == (400, 50035)
+            assert sorted(refused.json()["errors"]) == ["1", "2", "3", "4"]
+            assert refused.json()["errors"]["1"]["name"]["_errors"][0]["code"] == (
+                "APPLICATION_COMMAND_INVALID_NAME"
+            )
+            assert fake.commands() == []  # nothing saved
+            ok = [b for i, b in enumerate(bulk) if i in (0, 5, 6)]
+            assert (await http.put(commands, json=ok, headers=auth)).status_code == 200
+
+            payload = fake.add_interaction(dp.slash_command("status", {"app": "payments"}))
+            callback = f"/interactions/{payload['id']}/{payload['token']}/callback"
+            received = time.monotonic()  # the fake stamped it before this
+            await until_async(lambda: time.monotonic() - received > 0.2)  # the window passes
+            late = await http.post(callback, json={"type": 5})
+            assert (late.status_code, late.json()["code"]) == (404, 10062)
+    finally:
+        fake.stop()
 
 
 async def test_discord_followup_and_rendered_alert_pass_the_fake_validation(
