@@ -159,10 +159,45 @@ async def test_slack_directory_and_interaction_methods(
     await web.chat_postEphemeral(channel="C0OPS", user="U1", text="only you")
     assert slack.ephemeral[0]["user"] == "U1" and slack.messages_in("C0OPS") == []
     view = {"type": "modal", "title": {"type": "plain_text", "text": "Confirm"}, "blocks": []}
-    opened = await web.views_open(trigger_id="123.456", view=view)
-    assert opened["view"]["id"].startswith("V") and slack.views[0]["trigger_id"] == "123.456"
+    trigger = slack.new_trigger_id()
+    opened = await web.views_open(trigger_id=trigger, view=view)
+    assert opened["view"]["id"].startswith("V") and slack.views[0]["trigger_id"] == trigger
+    with pytest.raises(SlackApiError) as never_issued:
+        await web.views_open(trigger_id="123.456", view=view)
+    assert never_issued.value.response["error"] == "invalid_trigger_id"
     calls = [c.method for c in slack.calls]
     assert "usergroups.users.list" in calls and "views.open" in calls
+
+
+async def test_slack_refuses_by_channel_state_expired_triggers_and_past_tier_limits(
+    slack: FakeSlack, web: AsyncWebClient
+) -> None:
+    await web.chat_postMessage(channel="C0OPS", text="in")
+    slack.leave_channel("C0OPS")
+    slack.archive_channel("C0ALERTS")
+    for channel, error in (("C0OPS", "not_in_channel"), ("C0ALERTS", "is_archived")):
+        with pytest.raises(SlackApiError) as refused:
+            await web.chat_postMessage(channel=channel, text="x")
+        assert refused.value.response["error"] == error
+
+    slack.trigger_ttl = 0.1
+    trigger = slack.new_trigger_id()
+    issued = time.monotonic()  # the fake stamped it before this
+    await until_async(lambda: time.monotonic() - issued > 0.1)  # the 3 s (here 0.1 s) pass
+    view = {"type": "modal", "title": {"type": "plain_text", "text": "t"}, "blocks": []}
+    with pytest.raises(SlackApiError) as late:
+        await web.views_open(trigger_id=trigger, view=view)
+    assert late.value.response["error"] == "expired_trigger_id"
+
+    # Tier 2 (usergroups.users.list): 20 a minute, then 429 with Retry-After
+    slack.set_usergroup("S0OPS", ["U1"])
+    for _ in range(20):
+        await web.usergroups_users_list(usergroup="S0OPS")
+    with pytest.raises(SlackApiError) as limited:
+        await web.usergroups_users_list(usergroup="S0OPS")
+    assert limited.value.response.status_code == 429
+    assert limited.value.response["error"] == "ratelimited"
+    assert int(limited.value.response.headers["retry-after"]) >= 1
 
 
 async def test_slack_response_url_replaces_the_message_and_allows_five_uses(
