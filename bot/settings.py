@@ -102,6 +102,9 @@ class Route(BaseModel):
         return ok(self.apps, app) and ok(self.projects, project) and ok(self.namespaces, namespace)
 
 
+_COMMAND_NAME = re.compile(r"[-\w]{1,32}")  # \w: Unicode letters and digits, and "_"
+
+
 class CommandNames(BaseModel):
     sync: str = "sync"
     rollback: str = "rollback"
@@ -217,6 +220,23 @@ class Settings(BaseSettings):
         if v is not None and not v.strip().isdigit():
             raise ValueError("must be the installation's number (the end of its settings URL)")
         return v.strip() if v is not None else None
+
+    @model_validator(mode="after")
+    def _command_names_valid(self) -> Settings:
+        """Each command's full name (prefix + name) must be one Discord accepts, or it refuses
+        the whole command list at start-up: 1-32 lowercase letters, digits, '-' or '_'
+        (``^[-_\\p{L}\\p{N}]{1,32}$``); Slack's slash commands have the same limits."""
+        bad = []
+        for field in CommandNames.model_fields:
+            name = self.command_prefix + str(getattr(self.command_names, field))
+            if not _COMMAND_NAME.fullmatch(name) or name != name.lower():
+                bad.append(repr(name))
+        if bad:
+            raise ValueError(
+                f"command names {', '.join(bad)} (CHATOPS_COMMAND_PREFIX + command_names) are "
+                "not valid chat command names: use 1-32 lowercase letters, digits, '-' or '_'"
+            )
+        return self
 
     @model_validator(mode="after")
     def _git_credentials(self) -> Settings:

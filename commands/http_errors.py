@@ -37,6 +37,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -200,6 +201,10 @@ def rate_limited(answer: Answer, service: Service) -> RateLimited | None:
         if wait is not None
         else "Retry in a few minutes."
     )
+    reset = _reset_epoch(answer.headers)
+    if reset is not None and not answer.headers.get("retry-after"):
+        at = datetime.fromtimestamp(reset, UTC).strftime("%H:%M")
+        hint = f"It resets at {at} UTC: r{hint[1:]}"
     return RateLimited(
         f"{service.name}'s API rate limit is exhausted for {service.who}.",
         hint=hint,
@@ -224,6 +229,14 @@ def retry_after(headers: httpx.Headers, now: float | None = None) -> float | Non
         reset = headers.get(name, "").strip()
         if reset.isdigit():
             return max(0.0, int(reset) - now)
+    return None
+
+
+def _reset_epoch(headers: httpx.Headers) -> int | None:
+    for name in ("x-ratelimit-reset", "ratelimit-reset"):
+        reset = headers.get(name, "").strip()
+        if reset.isdigit() and len(reset) <= 12:
+            return int(reset)
     return None
 
 

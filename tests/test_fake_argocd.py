@@ -404,6 +404,25 @@ def test_get_with_refresh_blocks_until_reconciled(argo: FakeArgoCD, http: httpx.
     assert annotated[0]["metadata"]["annotations"] == {REFRESH_ANNOTATION: "normal"}
 
 
+def test_refresh_past_the_deadline_is_refresh_deadline_exceeded(
+    argo: FakeArgoCD, http: httpx.Client
+) -> None:
+    argo.set_reconcile_delay(2.0)
+    # the caller's Grpc-Timeout becomes the call's deadline (grpc-gateway)
+    resp = http.get(
+        "/api/v1/applications/web", params={"refresh": "normal"}, headers={"Grpc-Timeout": "200m"}
+    )
+    assert resp.status_code == 500
+    assert resp.json() == {
+        "error": "application refresh deadline exceeded",
+        "code": 2,
+        "message": "application refresh deadline exceeded",
+    }
+    argo.set_refresh_deadline(0.2)  # or the proxy in front of argocd-server stops waiting
+    resp = http.get("/api/v1/applications/web", params={"refresh": "hard"})
+    assert resp.json()["message"] == "application refresh deadline exceeded"
+
+
 def test_refresh_by_annotation_patch_is_reconciled(argo: FakeArgoCD, http: httpx.Client) -> None:
     patch = json.dumps({"metadata": {"annotations": {REFRESH_ANNOTATION: "hard"}}})
     http.patch("/api/v1/applications/web", json={"patchType": "merge", "patch": patch})
@@ -662,6 +681,35 @@ async def test_stream_added_then_modified_during_a_sync(argo: FakeArgoCD) -> Non
     assert "operation" in events[1]["application"]
     assert phase(events[2]["application"]) == "Running"
     assert phase(events[3]["application"]) == "Failed"
+
+
+async def test_a_failed_stream_ends_with_grpc_gateways_error_frame(argo: FakeArgoCD) -> None:
+    for accept, prefix in (("application/json", ""), ("text/event-stream", "data: ")):
+        async with (
+            httpx.AsyncClient(base_url=argo.url, headers=AUTH, timeout=5) as client,
+            client.stream(
+                "GET", "/api/v1/stream/applications", params={"name": "web"},
+                headers={"Accept": accept},
+            ) as resp,
+        ):  # fmt: skip
+            lines = (line async for line in resp.aiter_lines() if line.strip())
+            assert (
+                json.loads((await anext(lines)).removeprefix(prefix))["result"]["type"] == "ADDED"
+            )
+            argo.break_streams(14, "transport is closing")
+            frame = json.loads((await anext(lines)).removeprefix(prefix))
+            rest = [line async for line in lines]
+        assert resp.status_code == 200  # mid-stream: the status was already sent
+        assert frame == {
+            "error": {
+                "grpc_code": 14,
+                "http_code": 503,
+                "message": "transport is closing",
+                "http_status": "Service Unavailable",
+                "details": [],
+            }
+        }
+        assert rest == []  # and the stream ends
 
 
 async def test_stream_by_name_and_sse(argo: FakeArgoCD) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -31,6 +32,7 @@ from notifiers.render import discord as render_discord
 from notifiers.render import slack as render_slack
 from tests.fakes import discord_payloads as dp
 from tests.fakes.discord_api import FakeDiscord
+from tests.fakes.recording import until_async
 from tests.fakes.slack_api import RESPONSE_URL_USES, FakeSlack
 
 RESULT = Result(
@@ -157,10 +159,45 @@ async def test_slack_directory_and_interaction_methods(
     await web.chat_postEphemeral(channel="C0OPS", user="U1", text="only you")
     assert slack.ephemeral[0]["user"] == "U1" and slack.messages_in("C0OPS") == []
     view = {"type": "modal", "title": {"type": "plain_text", "text": "Confirm"}, "blocks": []}
-    opened = await web.views_open(trigger_id="123.456", view=view)
-    assert opened["view"]["id"].startswith("V") and slack.views[0]["trigger_id"] == "123.456"
+    trigger = slack.new_trigger_id()
+    opened = await web.views_open(trigger_id=trigger, view=view)
+    assert opened["view"]["id"].startswith("V") and slack.views[0]["trigger_id"] == trigger
+    with pytest.raises(SlackApiError) as never_issued:
+        await web.views_open(trigger_id="123.456", view=view)
+    assert never_issued.value.response["error"] == "invalid_trigger_id"
     calls = [c.method for c in slack.calls]
     assert "usergroups.users.list" in calls and "views.open" in calls
+
+
+async def test_slack_refuses_by_channel_state_expired_triggers_and_past_tier_limits(
+    slack: FakeSlack, web: AsyncWebClient
+) -> None:
+    await web.chat_postMessage(channel="C0OPS", text="in")
+    slack.leave_channel("C0OPS")
+    slack.archive_channel("C0ALERTS")
+    for channel, error in (("C0OPS", "not_in_channel"), ("C0ALERTS", "is_archived")):
+        with pytest.raises(SlackApiError) as refused:
+            await web.chat_postMessage(channel=channel, text="x")
+        assert refused.value.response["error"] == error
+
+    slack.trigger_ttl = 0.1
+    trigger = slack.new_trigger_id()
+    issued = time.monotonic()  # the fake stamped it before this
+    await until_async(lambda: time.monotonic() - issued > 0.1)  # the 3 s (here 0.1 s) pass
+    view = {"type": "modal", "title": {"type": "plain_text", "text": "t"}, "blocks": []}
+    with pytest.raises(SlackApiError) as late:
+        await web.views_open(trigger_id=trigger, view=view)
+    assert late.value.response["error"] == "expired_trigger_id"
+
+    # Tier 2 (usergroups.users.list): 20 a minute, then 429 with Retry-After
+    slack.set_usergroup("S0OPS", ["U1"])
+    for _ in range(20):
+        await web.usergroups_users_list(usergroup="S0OPS")
+    with pytest.raises(SlackApiError) as limited:
+        await web.usergroups_users_list(usergroup="S0OPS")
+    assert limited.value.response.status_code == 429
+    assert limited.value.response["error"] == "ratelimited"
+    assert int(limited.value.response.headers["retry-after"]) >= 1
 
 
 async def test_slack_response_url_replaces_the_message_and_allows_five_uses(
@@ -407,6 +444,41 @@ async def test_discord_rest_answers_like_discord(discord_fake: FakeDiscord) -> N
             json={"content": "late"},
         )
         assert (edit.status_code, edit.json()["code"]) == (401, 50027)
+
+
+async def test_discord_refuses_bad_json_bad_command_names_and_late_callbacks() -> None:
+    fake = FakeDiscord(callback_window=0.2).start()
+    auth = {"Authorization": f"Bot {fake.token}", "Content-Type": "application/json"}
+    try:
+        async with httpx.AsyncClient(base_url=fake.api_url) as http:
+            broken = await http.post(
+                f"/channels/{dp.CHANNEL_ID}/messages", content=b"{nope", headers=auth
+            )
+            assert broken.status_code == 400
+            assert broken.json() == {"message": "The request body contains invalid JSON.",
+                                     "code": 50109}  # fmt: skip
+
+            commands = f"/applications/{fake.application_id}/commands"
+            names = ["sync", "Argo-sync", "argo sync", "x" * 33, "", "état-2", "verify_rootless"]
+            bulk = [{"name": n, "description": "d", "type": 1} for n in names]
+            refused = await http.put(commands, json=bulk, headers=auth)
+            assert (refused.status_code, refused.json()["code"]) == (400, 50035)
+            assert sorted(refused.json()["errors"]) == ["1", "2", "3", "4"]
+            assert refused.json()["errors"]["1"]["name"]["_errors"][0]["code"] == (
+                "APPLICATION_COMMAND_INVALID_NAME"
+            )
+            assert fake.commands() == []  # nothing saved
+            ok = [b for i, b in enumerate(bulk) if i in (0, 5, 6)]
+            assert (await http.put(commands, json=ok, headers=auth)).status_code == 200
+
+            payload = fake.add_interaction(dp.slash_command("status", {"app": "payments"}))
+            callback = f"/interactions/{payload['id']}/{payload['token']}/callback"
+            received = time.monotonic()  # the fake stamped it before this
+            await until_async(lambda: time.monotonic() - received > 0.2)  # the window passes
+            late = await http.post(callback, json={"type": 5})
+            assert (late.status_code, late.json()["code"]) == (404, 10062)
+    finally:
+        fake.stop()
 
 
 async def test_discord_followup_and_rendered_alert_pass_the_fake_validation(

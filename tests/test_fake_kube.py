@@ -58,6 +58,7 @@ def wait_for(check: Any, timeout: float = 5.0) -> None:
 
 
 def test_crud_versions_and_errors(fake: FakeKube, api: Any) -> None:
+    fake.add_namespace("bots")
     leases = kubernetes.client.CoordinationV1Api(api)
     body = {"metadata": {"name": "chatops-leader"}, "spec": {"holderIdentity": "a"}}
     created = leases.create_namespaced_lease("bots", body)
@@ -121,6 +122,16 @@ def test_custom_objects_and_namespaces(fake: FakeKube, api: Any) -> None:
         "spec": {"project": "default"},
         "status": {"health": {"status": "Healthy"}},
     }
+    # NamespaceLifecycle admission: nothing is created into a namespace that does not exist
+    with pytest.raises(ApiException) as missing:
+        custom.create_namespaced_custom_object(
+            "argoproj.io", "v1alpha1", "argocd", "applications", app
+        )
+    body = status_of(missing.value)
+    assert (missing.value.status, body["reason"]) == (404, "NotFound")
+    assert body["message"] == 'namespaces "argocd" not found'
+    assert body["details"] == {"name": "argocd", "group": "", "kind": "namespaces"}
+    core(api).create_namespace({"metadata": {"name": "argocd"}})
     custom.create_namespaced_custom_object("argoproj.io", "v1alpha1", "argocd", "applications", app)
     custom.patch_namespaced_custom_object(
         "argoproj.io",
@@ -164,6 +175,121 @@ def test_selectors(fake: FakeKube, api: Any) -> None:
     assert (
         bad.value.status == 400 and "field label not supported" in status_of(bad.value)["message"]
     )
+
+
+def _pod(name: str, containers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": {"app": "x"}},
+        "spec": {"containers": containers or [{"name": "main", "image": "busybox"}]},
+    }
+
+
+def test_lists_page_with_limit_and_continue_from_one_snapshot() -> None:
+    fake = FakeKube(max_page=2).start()  # the server pages at 2, even when asked for more
+    api = api_client(fake)
+    try:
+        for i in range(5):
+            fake.add_pod("p", _pod(f"pod-{i}"))
+        v1 = core(api)
+        assert len(v1.list_namespaced_pod("p").items) == 5  # no limit: one response, no paging
+        first = v1.list_namespaced_pod("p", limit=500)
+        assert [p.metadata.name for p in first.items] == ["pod-0", "pod-1"]
+        assert first.metadata._continue and first.metadata.remaining_item_count == 3
+        fake.add_pod("p", _pod("pod-9"))  # written between pages: not in this list
+        second = v1.list_namespaced_pod("p", limit=500, _continue=first.metadata._continue)
+        third = v1.list_namespaced_pod("p", limit=500, _continue=second.metadata._continue)
+        assert [p.metadata.name for p in second.items + third.items] == ["pod-2", "pod-3", "pod-4"]
+        assert third.metadata._continue is None
+        # every page carries the first page's resourceVersion: a watch from it misses nothing
+        assert {second.metadata.resource_version, third.metadata.resource_version} == {
+            first.metadata.resource_version
+        }
+        # a token only works for the query it came from
+        again = v1.list_namespaced_pod("p", limit=1)
+        with pytest.raises(ApiException) as other:
+            v1.list_namespaced_pod(
+                "p", limit=1, label_selector="app=x", _continue=again.metadata._continue
+            )
+        assert other.value.status == 400
+    finally:
+        api.close()
+        fake.stop()
+
+
+def test_an_expired_continue_token_is_410_with_a_token_for_the_rest(
+    fake: FakeKube, api: Any
+) -> None:
+    for i in range(3):
+        fake.add_pod("p", _pod(f"pod-{i}"))
+    v1 = core(api)
+    first = v1.list_namespaced_pod("p", limit=1)
+    fake.add_pod("p", _pod("pod-3"))
+    fake.expire_continue_tokens()  # etcd compacted the first page's revision
+    with pytest.raises(ApiException) as gone:
+        v1.list_namespaced_pod("p", limit=1, _continue=first.metadata._continue)
+    body = status_of(gone.value)
+    assert (gone.value.status, body["reason"]) == (410, "Expired")
+    assert "too old to display a consistent list result" in body["message"]
+    # the token in the 410 continues from the next key in the latest snapshot (inconsistent)
+    rest = v1.list_namespaced_pod("p", _continue=body["metadata"]["continue"])
+    assert [p.metadata.name for p in rest.items] == ["pod-1", "pod-2", "pod-3"]
+    # a compaction expires open tokens the same way
+    first = v1.list_namespaced_pod("p", limit=1)
+    fake.add_pod("p", _pod("pod-4"))
+    fake.compact()
+    with pytest.raises(ApiException) as compacted:
+        v1.list_namespaced_pod("p", limit=1, _continue=first.metadata._continue)
+    assert compacted.value.status == 410
+
+
+def test_patches_follow_their_content_type(fake: FakeKube, api: Any) -> None:
+    two = [{"name": "app", "image": "app:1"}, {"name": "sidecar", "image": "proxy:1"}]
+    pod = _pod("web-0", two)
+    pod["metadata"]["finalizers"] = ["a.example/x"]
+    fake.add_pod("p", pod)
+    v1 = core(api)
+    # strategic merge: containers merge by name, finalizers are a set
+    smp = {
+        "metadata": {"finalizers": ["b.example/y"]},
+        "spec": {"containers": [{"name": "sidecar", "image": "proxy:2"}]},
+    }
+    v1.patch_namespaced_pod(
+        "web-0", "p", smp, _content_type="application/strategic-merge-patch+json"
+    )
+    got = fake.get("", "pods", "p", "web-0")
+    assert got is not None
+    assert [(c["name"], c["image"]) for c in got["spec"]["containers"]] == [
+        ("app", "app:1"),
+        ("sidecar", "proxy:2"),
+    ]
+    assert got["metadata"]["finalizers"] == ["a.example/x", "b.example/y"]
+    # $patch: delete removes one element by its merge key
+    delete = {"spec": {"containers": [{"name": "app", "$patch": "delete"}]}}
+    v1.patch_namespaced_pod(
+        "web-0", "p", delete, _content_type="application/strategic-merge-patch+json"
+    )
+    got = fake.get("", "pods", "p", "web-0")
+    assert got is not None and [c["name"] for c in got["spec"]["containers"]] == ["sidecar"]
+    # JSON merge patch (RFC 7386): the same list is replaced as a whole
+    merge = {"spec": {"containers": [{"name": "other", "image": "o:1"}]}}
+    v1.patch_namespaced_pod("web-0", "p", merge, _content_type="application/merge-patch+json")
+    got = fake.get("", "pods", "p", "web-0")
+    assert got is not None and got["spec"]["containers"] == [{"name": "other", "image": "o:1"}]
+
+    # custom resources have no strategic merge (no Go struct tags): 415
+    fake.add_namespace("argocd")
+    custom = kubernetes.client.CustomObjectsApi(api)
+    app = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+           "metadata": {"name": "web"}, "spec": {"project": "default"}}  # fmt: skip
+    custom.create_namespaced_custom_object("argoproj.io", "v1alpha1", "argocd", "applications", app)
+    for ctype in ("application/strategic-merge-patch+json",):
+        with pytest.raises(ApiException) as refused:
+            custom.patch_namespaced_custom_object(
+                "argoproj.io", "v1alpha1", "argocd", "applications", "web",
+                {"spec": {"project": "x"}}, _content_type=ctype,
+            )  # fmt: skip
+        assert refused.value.status == 415
+        assert status_of(refused.value)["reason"] == "UnsupportedMediaType"
 
 
 def test_watch_events_with_official_watch_and_bookmarks(fake: FakeKube, api: Any) -> None:

@@ -476,3 +476,29 @@ async def test_check_access_reads_the_installation_grant(
         assert await weak.check_access() == ["Contents: write", "Pull requests: write"]
     finally:
         fake.stop()
+
+
+async def test_an_installation_lacking_a_permission_names_the_app_and_the_permission(
+    ws: Workspace,
+    app_key: rsa.RSAPrivateKey,
+    clock: Clock,
+    client: httpx.AsyncClient,
+) -> None:
+    public = _public_pem(app_key)
+    grants = {"99": Grant(contents="read", pull_requests=None)}
+    fake = FakeGitHub(ws.served, apps={APP_ID: App(public, installations=grants)}, clock=clock)
+    fake.start()
+    try:
+        auth = _auth(fake, client, app_key, clock, "99")
+        host = GitHubHost(fake.url, auth, "acme/deploy", "main", client=client)
+        bad = _bad_commit(ws)
+        with pytest.raises(errors.Denied) as caught:
+            await host.revert(bad, requested_by="alice")
+        # GitHub says "Resource not accessible by integration" for an App token
+        refused = next(r for r in fake.requests if r.method != "GET" and "/repos/" in r.path)
+        assert refused.auth.startswith("Bearer ghs_")
+        assert caught.value.user_message == "The GitHub App lacks Contents: write on acme/deploy."
+        assert "installation accept" in (caught.value.hint or "")
+        assert ws.tip() == bad
+    finally:
+        fake.stop()

@@ -70,6 +70,40 @@ async def test_membership_by_label_annotation_and_owner(fake: FakeKube, ops: Kub
     assert await ops.statefulsets("other", "postgresql") == []
 
 
+async def test_lists_are_read_page_by_page_and_restart_when_a_token_expires() -> None:
+    fake = FakeKube(pod_delay=0.01, max_page=2).start()  # the server pages at 2 items
+    api = api_client(fake)
+    try:
+        ops = KubeOps(api)
+        for name in ("a", "b", "c"):
+            fake.add_statefulset(NS, name, app="postgresql", replicas=2)
+        names = [f"{s}-{i}" for s in ("a", "b", "c") for i in (0, 1)]
+        pods = await ops.pods(NS, "postgresql")
+        assert [p["metadata"]["name"] for p in pods] == names  # all six, not the first page
+        listed = [r for r in fake.requests_to("GET", "/pods") if r.param("watch") is None]
+        assert [r.param("limit") for r in listed] == ["500"] * 3
+        assert [bool(r.param("continue")) for r in listed] == [False, True, True]
+
+        # etcd compacts between two pages: 410 on the continued page; the bot lists again from
+        # the start (a consistent list, so a watch from its resourceVersion misses nothing)
+        fake.expire_continue_tokens()
+        before = len(fake.requests)
+        pods = await ops.pods(NS, "postgresql")
+        assert [p["metadata"]["name"] for p in pods] == names
+        again = [
+            (r.path.rsplit("/", 1)[1], bool(r.param("continue"))) for r in fake.requests[before:]
+        ]
+        sts, pod = "statefulsets", "pods"
+        expected = [(sts, False), (sts, True), (sts, False), (sts, True)]
+        assert again == [*expected, (pod, False), (pod, True), (pod, True)]
+        await ops.scale(NS, "a", 0)
+        await ops.wait_pods_gone(NS, "a", timeout=10)  # the wait lists page by page too
+        assert fake.pod_names(NS) == ["b-0", "b-1", "c-0", "c-1"]
+    finally:
+        api.close()
+        fake.stop()
+
+
 async def test_scale_down_waits_for_pods_then_back_up_until_ready(
     fake: FakeKube, ops: KubeOps
 ) -> None:

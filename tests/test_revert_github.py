@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -526,3 +526,38 @@ async def test_generated_histories_revert_exactly_like_git(
             assert ws.tree(ws.tip()) == expected
     finally:
         fake.stop()
+
+
+# -- rate limits --------------------------------------------------------------------------
+
+
+async def test_primary_rate_limit_says_when_it_resets(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient
+) -> None:
+    bad = ws.commit("Bump web", {WEB: edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    host = _host(github, client)
+    await host.revert(bad, requested_by="alice")  # answers carry the rate-limit headers
+    seen = github.calls("GET")[-1]
+    assert seen.path.startswith("/repos/acme/deploy")
+    reset = github.exhaust_rate_limit("good-token", reset_in=600)
+    with pytest.raises(errors.Unavailable) as caught:
+        await host.revert(ws.tip(), requested_by="alice")
+    at = datetime.fromtimestamp(reset, UTC).strftime("%H:%M")
+    assert caught.value.user_message == "GitHub's API rate limit is exhausted for the Git token."
+    assert caught.value.hint is not None
+    assert caught.value.hint.startswith(f"It resets at {at} UTC: retry in ")
+    assert caught.value.hint.endswith(("10m.", "9m59s.", "9m58s."))
+
+
+@pytest.mark.parametrize("status", [403, 429])
+async def test_secondary_rate_limit_says_how_long_to_wait(
+    ws: Workspace, github: FakeGitHub, client: httpx.AsyncClient, status: int
+) -> None:
+    bad = ws.commit("Bump web", {WEB: edit(DEPLOYMENT, "line 2\n", "line 2 v2\n")})
+    github.secondary_limit_next(retry_after=90, status=status)
+    with pytest.raises(errors.Unavailable) as caught:
+        await _host(github, client).revert(bad, requested_by="alice")
+    # the same wording as every other rate limit (commands/http_errors.py), with GitHub's wait
+    assert caught.value.user_message == "GitHub's API rate limit is exhausted for the Git token."
+    assert caught.value.hint == "Retry in 1m30s."
+    assert ws.tip() == bad

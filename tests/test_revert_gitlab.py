@@ -35,6 +35,7 @@ def gitlab(ws: Workspace) -> Iterator[FakeGitLab]:
             "developer": Token(DEVELOPER),
             "reporter": Token(20),
             "read-api": Token(MAINTAINER, scopes=("read_api",)),
+            "repo-only": Token(MAINTAINER, scopes=("read_repository", "write_repository")),
         },
     ).start()
     yield fake
@@ -200,6 +201,22 @@ async def test_missing_permissions_are_named(
     assert await _host(gitlab, client).check_access() == []
     assert await _host(gitlab, client, key="reporter").check_access() == ["Developer role"]
     assert await _host(gitlab, client, key="read-api").check_access() == ["api scope"]
+
+
+async def test_scopes_are_enforced_on_reads_too(
+    ws: Workspace, gitlab: FakeGitLab, client: httpx.AsyncClient
+) -> None:
+    bad = ws.commit("Bump web", {WEB: edit(DEPLOYMENT, "line 4\n", "line 4 v2\n")})
+    host = _host(gitlab, client, key="repo-only")  # Git over HTTP only: no API access at all
+    with pytest.raises(errors.Denied) as scope:
+        await host.commit(bad)
+    assert (
+        scope.value.user_message == "The Git token lacks the api or read_api scope on acme/deploy."
+    )
+    [read] = gitlab.calls("GET")
+    assert not any(r.method != "GET" for r in gitlab.requests)
+    assert read.path.startswith("projects/acme/deploy/repository/commits/")
+    assert await host.check_access() == ["api scope"]
 
 
 async def test_unknown_commit_and_commit_off_the_branch(

@@ -71,3 +71,22 @@ def test_route_matching():
     r = s.Route(projects=["pay*"], slack_channel="C1")
     assert r.matches("x", "payments", "prod")
     assert not r.matches("x", "billing", "prod")
+
+
+@pytest.mark.parametrize("prefix", ["Argo-", "argo ", "a-very-long-prefix-for-commands-"])
+def test_a_prefix_that_breaks_command_names_is_refused_at_load(monkeypatch, prefix):
+    # Discord refuses the whole command list for one bad name (^[-_\p{L}\p{N}]{1,32}$, lowercase)
+    monkeypatch.setenv("CHATOPS_COMMAND_PREFIX", prefix)
+    with pytest.raises(s.ConfigError) as ei:
+        s.load()
+    text = ei.value.render()
+    assert repr(prefix + "sync") in text
+    assert "not valid chat command names: use 1-32 lowercase letters, digits, '-' or '_'" in text
+
+
+def test_a_good_prefix_and_unicode_names_load(monkeypatch):
+    monkeypatch.setenv("CHATOPS_COMMAND_PREFIX", "argo_")
+    monkeypatch.setenv("CHATOPS_COMMAND_NAMES__STATUS", "état")
+    cfg = s.load()
+    assert cfg.command_name("status") == "argo_état"
+    assert cfg.command_name("verify-rootless") == "argo_verify-rootless"

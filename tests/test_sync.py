@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from commands import errors
 from commands.argocd.client import ArgoCD
 from commands.context import Caller, Services
@@ -13,6 +15,7 @@ from commands.sync import SyncOptions, sync
 from tests.fakes.argocd_api import FakeArgoCD
 from tests.fakes.argocd_fixtures import make_app, sha
 from tests.fakes.kube_api import FakeKube
+from tests.fakes.recording import until_async
 
 NONROOT = {"runAsUser": 1001, "runAsNonRoot": True}
 FAST = SyncOptions(timeout=10, presync_timeout=10, postsync_timeout=10)
@@ -216,3 +219,48 @@ def test_bad_options_are_refused():
         SyncOptions(timeout=5).validate()
     with pytest.raises(errors.BadInput, match="0 to 10"):
         SyncOptions(retry_limit=11).validate()
+
+
+async def test_a_stream_error_frame_is_an_error_naming_the_reason(argo: FakeArgoCD, svc: Services):
+    argo.add_app(make_app("payments"))
+    for code, message, kind in [
+        (14, "transport is closing", errors.Unavailable),
+        (7, "permission denied", errors.Denied),
+    ]:
+        stream = svc.argocd.watch(name="payments")
+        kind_seen, app = await anext(stream)
+        assert (kind_seen, app.name) == ("ADDED", "payments")
+        argo.break_streams(code, message)
+        with pytest.raises(kind) as e:
+            await anext(stream)
+        assert message in e.value.user_message
+        await stream.aclose()
+
+
+async def test_sync_waits_through_a_failed_stream(argo: FakeArgoCD, svc: Services):
+    argo.add_app(make_app("payments", sync="OutOfSync"))
+    argo.set_git_head("payments", sha("payments-2"))
+    argo.state.step_delay = 0.3  # slow enough to break the stream mid-operation
+    task = asyncio.create_task(sync(svc, "payments", SyncOptions(hooks=False, timeout=20)))
+    await until_async(lambda: argo.state.subscribers)  # the wait is reading the stream
+    assert argo.app("payments").get("operation"), "the operation must still be running"
+    argo.break_streams(13, "grpc: the client connection is closing")
+    result = await task
+    assert result.status is Status.CHANGED, result
+    streams = [r for r in argo.requests if r.path == "/api/v1/stream/applications"]
+    assert len(streams) >= 2  # it reconnected
+
+
+async def test_refresh_past_argocds_deadline_is_a_clear_timeout(argo: FakeArgoCD, svc: Services):
+    argo.add_app(make_app("payments"))
+    argo.set_reconcile_delay(3.0)  # the controller is slow
+    argo.set_refresh_deadline(0.2)  # argocd-server stops waiting first
+    with pytest.raises(errors.Timeout) as e:
+        await svc.argocd.get("payments", refresh="normal")
+    assert (
+        e.value.user_message
+        == "Argo CD could not finish refreshing application 'payments' in time."
+    )
+    result = await sync(svc, "payments", SyncOptions(hooks=False, timeout=10))
+    assert result.status is Status.FAILED
+    assert "could not finish refreshing" in result.summary, result

@@ -244,3 +244,25 @@ async def test_a_forbidden_namespace_is_named_once_and_retried_until_granted(kub
         assert any("team-b: watching again" in r.getMessage() for r in caplog.records)
     finally:
         await w.close()
+
+
+async def test_app_watch_reads_a_stream_error_frame_as_a_disconnect_and_says_why(argo, caplog):
+    argo.add_app(make_app("web"))
+    sink = Sink()
+    w, client = await watch_apps(argo, sink)
+    try:
+        await until_async(lambda: sink.kinds("web"))
+        caplog.set_level("WARNING", logger="bot.alerts.app_watch")
+        # grpc-gateway ends a failed stream with {"error": {grpc_code, http_code, message, ...}}
+        argo.break_streams(14, "error reading from server: EOF")
+        await until_async(lambda: w.connects >= 2 and w.connected.is_set())
+        warned = [r.getMessage() for r in caplog.records if r.name == "bot.alerts.app_watch"]
+        assert warned == [
+            "Argo CD application stream: Argo CD's application stream failed: "
+            "error reading from server: EOF."
+        ]
+        argo.set_health("web", "Degraded", "Back-off pulling image")  # still watching
+        await until_async(lambda: "degraded" in sink.kinds("web"))
+    finally:
+        await w.close()
+        await client.aclose()

@@ -143,7 +143,9 @@ class ArgoCD:
     async def watch(
         self, *, name: str | None = None, selector: str | None = None
     ) -> AsyncGenerator[tuple[str, Application], None]:
-        """Yield ``(type, app)`` from the application stream until the server closes it."""
+        """Yield ``(type, app)`` from the application stream until the server closes it. A
+        failed stream ends with grpc-gateway's ``{"error": {...}}`` frame: raised as the
+        ``CommandError`` its code maps to (``stream_error``)."""
         params: dict[str, str] = {}
         if name:
             params["name"] = name
@@ -170,6 +172,8 @@ class ArgoCD:
                         msg = json.loads(line)
                     except ValueError:
                         continue
+                    if isinstance(msg, dict) and "error" in msg:
+                        raise stream_error(msg["error"])
                     result = msg.get("result") if isinstance(msg, dict) else None
                     if not isinstance(result, dict) or "application" not in result:
                         continue
@@ -235,6 +239,29 @@ ARGOCD = http_errors.Service(
     permission_hint="Grant the bot's account the needed RBAC in argocd-rbac-cm.",
     unavailable_hint="argocd-server or the repo server may be restarting; try again shortly.",
 )
+
+
+def stream_error(error: Any) -> errors.CommandError:
+    """grpc-gateway's stream failure ``{"grpc_code", "http_code", "message", "http_status"}``
+    as an error a person can read: denied and unauthenticated are said so, anything else is a
+    disconnect (``Unavailable``) that watchers reconnect after."""
+    err = error if isinstance(error, dict) else {"message": str(error)}
+    message = str(err.get("message") or err.get("http_status") or "no reason given")[:300]
+    code = err.get("http_code")
+    if code == 401 or err.get("grpc_code") == 16:
+        return errors.Unauthorized(
+            f"Argo CD ended the application stream: {message}.",
+            hint="Check the bot's Argo CD token (CHATOPS_ARGOCD_TOKEN).",
+        )
+    if code == 403 or err.get("grpc_code") == 7:
+        return errors.Denied(
+            f"Argo CD ended the application stream: {message}.",
+            hint="The bot's Argo CD account needs 'get' on these applications.",
+        )
+    return errors.Unavailable(
+        f"Argo CD's application stream failed: {message}.",
+        hint="The bot reconnects by itself; if this repeats, check argocd-server's logs.",
+    )
 
 
 def _transport_error(base_url: str, e: Exception) -> errors.Unavailable:

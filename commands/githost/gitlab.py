@@ -130,6 +130,8 @@ class GitLabHost:
             project = await self._call("GET", "")
         except errors.NotFound:
             return [f"Reporter role (the token cannot see {self.project})"]
+        except errors.Denied:  # insufficient_scope: not even read_api
+            return ["api scope"]
         permissions = project.get("permissions") or {}
         levels = [
             (permissions.get(kind) or {}).get("access_level", 0)
@@ -300,9 +302,10 @@ class GitLabHost:
             status, body = answer.status, answer.body
             if status == 403:
                 if body.get("error") == "insufficient_scope":
-                    scope = str(body.get("scope") or "api").split()[0]
+                    scopes = str(body.get("scope") or "api").split() or ["api"]
+                    which = " or ".join(scopes)
                     return errors.Denied(
-                        f"The Git token lacks the {scope} scope on {self.project}.",
+                        f"The Git token lacks the {which} scope on {self.project}.",
                         hint="Create a token with that scope, then retry.",
                     )
                 if "not allowed to push" in answer.low:

@@ -9,6 +9,9 @@ bot needs a handful of fields and must not fail on a model the client cannot des
 ``Unauthorized``, 403 ``Denied`` naming the verb and resource the bot's RBAC lacks, 404
 ``NotFound``, 409 ``Conflict``, 400/422 ``BadInput`` with the API server's one-line message, and
 anything that cannot reach the API ``Unavailable("Kubernetes API unreachable.")``.
+
+``list_all`` reads a list page by page (``limit``/``continue``) and starts over when the continue
+token expired (410) between pages.
 """
 
 from __future__ import annotations
@@ -89,3 +92,39 @@ async def call_raw(
         return await asyncio.to_thread(call)
     except (k8s.ApiException, *UNREACHABLE) as e:
         raise map_error(e, verb, resource, namespace) from e
+
+
+LIST_PAGE = 500  # items per list request; the API server may return fewer
+LIST_RESTARTS = 3
+
+
+async def list_all(
+    verb: str, resource: str, namespace: str, fn: Callable[..., Any], *args: Any, **kw: Any
+) -> RawObject:
+    """A list read page by page (``limit``/``continue``), merged into one list whose
+    ``metadata.resourceVersion`` is the first page's (what a watch resumes from). An expired
+    continue token (410) restarts the list: the pages must come from one snapshot."""
+    for _ in range(LIST_RESTARTS):
+        first: RawObject | None = None
+        items: list[Any] = []
+        token = ""
+        try:
+            while True:
+                extra = {"_continue": token} if token else {}
+                page = await call_raw(
+                    verb, resource, namespace, fn, *args, limit=LIST_PAGE, **kw, **extra
+                )
+                first = first or page
+                items.extend(page.get("items") or [])
+                token = str((page.get("metadata") or {}).get("continue") or "")
+                if not token:
+                    return {**first, "items": items}
+        except errors.Conflict as e:  # 410 on a continued page: start over
+            cause = e.__cause__
+            if not (token and isinstance(cause, k8s.ApiException) and cause.status == 410):
+                raise
+            log.info("kubernetes list of %s expired between pages; listing again", resource)
+    raise errors.Unavailable(
+        f"Kubernetes kept expiring the list of {resource} before it was read to the end.",
+        hint="The cluster compacts faster than the bot reads; try again.",
+    )

@@ -137,7 +137,7 @@ class KubeOps:
     # -- reads ------------------------------------------------------------------------------------
 
     async def statefulsets(self, namespace: str, app: str) -> list[StatefulSetInfo]:
-        listing = await kc.call_raw(
+        listing = await kc.list_all(
             "list", "statefulsets", namespace, self.apps.list_namespaced_stateful_set, namespace
         )
         items = [i for i in listing.get("items", []) if belongs_to(i, app)]
@@ -146,7 +146,7 @@ class KubeOps:
     async def pods(self, namespace: str, app: str) -> list[RawObject]:
         """Every pod of the app (raw dicts, ``status.phase`` included), by name."""
         owners = {s.name for s in await self.statefulsets(namespace, app)}
-        listing = await kc.call_raw(
+        listing = await kc.list_all(
             "list", "pods", namespace, self.core.list_namespaced_pod, namespace
         )
         pods = []

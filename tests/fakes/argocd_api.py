@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from tests.fakes.argocd_http import GRPC_CODE, ArgoHttp, Failure, RecordedRequest
+from tests.fakes.argocd_http import GRPC_CODE, ArgoHttp, Failure, RecordedRequest, stream_error
 from tests.fakes.argocd_state import SCRIPTS, ArgoState, Step
 from tests.fakes.server import ThreadedServer
 
@@ -191,6 +191,21 @@ class FakeArgoCD:
         self._call(
             lambda: (self.state.blocked.add if blocked else self.state.blocked.discard)(name)
         )
+
+    def break_streams(self, grpc_code: int = 14, message: str = "transport is closing") -> None:
+        """Open application streams fail: each gets grpc-gateway's ``{"error": {...}}`` frame
+        (``argocd_http.stream_error``) and ends, as when argocd-server's watch fails."""
+        frame = stream_error(grpc_code, message)
+
+        def run() -> None:
+            for sub in self.state.subscribers:
+                sub.queue.put_nowait(("ERROR", frame))  # type: ignore[arg-type]
+
+        self._call(run)
+
+    def set_refresh_deadline(self, seconds: float | None) -> None:
+        """How long a refresh may wait for the controller (``ArgoHttp.refresh_deadline``)."""
+        self._http.refresh_deadline = seconds
 
     def set_reconcile_delay(self, seconds: float) -> None:
         self._call(lambda: setattr(self.state, "reconcile_delay", seconds))

@@ -77,6 +77,38 @@ class Failure:
         )
 
 
+HTTP_STATUS_TEXT = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+                    500: "Internal Server Error", 503: "Service Unavailable",
+                    504: "Gateway Timeout"}  # fmt: skip
+REFRESH_DEADLINE_MESSAGE = "application refresh deadline exceeded"
+
+
+def stream_error(grpc_code: int, message: str) -> dict[str, Any]:
+    """The frame grpc-gateway (v1, as argocd-server uses) writes when a server stream fails:
+    ``{"error": {grpc_code, http_code, message, http_status, details}}`` (its
+    ``runtime.StreamError``; the swagger's ``runtimeStreamError``). Mid-stream it arrives as one
+    more line of the 200 response, and the stream ends."""
+    http_code = HTTP_STATUS.get(grpc_code, 500)
+    return {
+        "error": {
+            "grpc_code": grpc_code,
+            "http_code": http_code,
+            "message": message,
+            "http_status": HTTP_STATUS_TEXT.get(http_code, "Internal Server Error"),
+            "details": [],
+        }
+    }
+
+
+def _grpc_timeout(value: str) -> float | None:
+    """grpc-gateway turns a ``Grpc-Timeout`` header ("10S", "500m", "2M") into the call's
+    context deadline."""
+    units = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+    if len(value) < 2 or value[-1] not in units or not value[:-1].isdigit():
+        return None
+    return int(value[:-1]) * units[value[-1]]
+
+
 def _error(code: int, message: str) -> web.Response:
     body = {"error": message, "code": code, "message": message}
     return web.json_response(body, status=HTTP_STATUS.get(code, 500))
@@ -92,6 +124,11 @@ class ArgoHttp:
     requests: list[RecordedRequest] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     sse_keepalive: float = 15.0
+    # How long a GET ?refresh= waits for the controller before argocd-server gives up with
+    # "application refresh deadline exceeded" (server/application/application.go, Get: the
+    # request context ends). That context ends with the client's Grpc-Timeout, or when the
+    # proxy in front of argocd-server stops waiting (nginx ingress proxy-read-timeout: 60 s).
+    refresh_deadline: float | None = 60.0
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
@@ -218,12 +255,18 @@ class ArgoHttp:
         annotations[fx.REFRESH_ANNOTATION] = "hard" if refresh == "hard" else "normal"
         self.state.commit(name)
         since = self.state.resource_version
-        while True:  # blocks until the controller has reconciled, as the real one does
-            await self.state.changed()
-            app = self._lookup(name, q.get("project"), q.get("appNamespace"))
-            rv = int(app["metadata"]["resourceVersion"])
-            if rv > since and fx.REFRESH_ANNOTATION not in app["metadata"].get("annotations", {}):
-                return self._json(app)
+        deadline = _grpc_timeout(request.headers.get("Grpc-Timeout", "")) or self.refresh_deadline
+        try:
+            async with asyncio.timeout(deadline):
+                while True:  # blocks until the controller has reconciled, as the real one does
+                    await self.state.changed()
+                    app = self._lookup(name, q.get("project"), q.get("appNamespace"))
+                    rv = int(app["metadata"]["resourceVersion"])
+                    annotations = app["metadata"].get("annotations", {})
+                    if rv > since and fx.REFRESH_ANNOTATION not in annotations:
+                        return self._json(app)
+        except TimeoutError:  # a plain Go error: gRPC Unknown (2), HTTP 500
+            return _error(2, REFRESH_DEADLINE_MESSAGE)
 
     async def sync(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -349,6 +392,10 @@ class ArgoHttp:
                     await resp.write(b": keepalive\n\n")
                     continue
                 if item is None:
+                    break
+                if item[0] == "ERROR":
+                    line = json.dumps(item[1], separators=(",", ":"))
+                    await resp.write(f"data: {line}\n\n".encode() if sse else f"{line}\n".encode())
                     break
                 await self._event(resp, sse, *item)
             await resp.write_eof()

@@ -54,6 +54,7 @@ class Step:
 @dataclass
 class Subscriber:
     matches: Callable[[App], bool]
+    # (type, app) events; ("ERROR", StreamError) ends the stream with grpc-gateway's error frame
     queue: asyncio.Queue[tuple[str, App] | None] = field(default_factory=asyncio.Queue)
 
 

@@ -1,4 +1,4 @@
-"""A local fake of the Discord REST API (v10) for discord.py.
+r"""A local fake of the Discord REST API (v10) for discord.py.
 
 Point discord.py at it with ``discord.http.Route.BASE = fake.api_url`` (restore it afterwards)
 and ``await client.login(fake.token)``: login calls ``GET /users/@me`` and
@@ -13,6 +13,13 @@ compares the header verbatim), the interaction callback with 200 and an Interact
 (10003 unknown channel, 10008 unknown message, 10062 unknown interaction, 40060 already
 acknowledged, 50006 empty message, 50027 invalid webhook token, 50035 invalid form body), and the
 message limits (content, embeds, components) so a renderer bug fails here as it would in Discord.
+
+Strict where Discord is (developer docs): a body that is not JSON is 400 code 50109 "The request
+body contains invalid JSON."; application command names must match ``^[-_\p{L}\p{N}]{1,32}$``
+and be lowercase ("Application Commands" > "Application Command Naming"), else 50035 with
+``APPLICATION_COMMAND_INVALID_NAME``; and the first response to an interaction must come within
+3 s ("Receiving and Responding": "you must send an initial response within 3 seconds"), later
+callbacks are 404 10062 Unknown interaction (``callback_window``, on by default).
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ class _Interaction:
     payload: Json
     responded: bool = False
     expired: bool = False
+    received: float = 0.0  # time.monotonic() when Discord sent it to the bot
     original_id: str | None = None  # message id of the original response
     callback_type: int | None = None
 
@@ -84,8 +92,10 @@ class FakeDiscord(Served, Recorder):
         application_id: str = dp.APPLICATION_ID,
         bot_user_id: str = dp.BOT_USER_ID,
         interactions_endpoint_url: str | None = None,
+        callback_window: float = 3.0,
     ) -> None:
         super().__init__()
+        self.callback_window = callback_window  # seconds to the first response (Discord: 3)
         self.token = token
         self.application_id = application_id
         self.bot_user = dp.user(bot_user_id, "chatops", bot=True)
@@ -115,7 +125,7 @@ class FakeDiscord(Served, Recorder):
         """Register an INTERACTION_CREATE payload (as Discord knows what it sent); returns it.
         A component interaction's message is stored unless the fake already has it."""
         with self.lock:
-            state = _Interaction(copy.deepcopy(payload))
+            state = _Interaction(copy.deepcopy(payload), received=time.monotonic())
             msg = payload.get("message")
             if msg is not None:
                 self._messages.setdefault(msg["id"], copy.deepcopy(msg))
@@ -172,8 +182,9 @@ class FakeDiscord(Served, Recorder):
         name = f"{request.method} {path}"
         try:
             body = await self._body(request)
+            invalid_json = False
         except ValueError:
-            body = {}
+            body, invalid_json = {}, True
         params = {**dict(request.query), **body}
         headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
 
@@ -198,6 +209,8 @@ class FakeDiscord(Served, Recorder):
                        "global": plan.is_global, "code": 0}  # fmt: skip
                 return reply(429, msg, extra)
             return reply(plan.status, {"message": "Internal Server Error", "code": 0})
+        if invalid_json:
+            return reply(400, {"message": "The request body contains invalid JSON.", "code": 50109})
         try:
             with self.lock:
                 status, payload = self._route(request.method, path, request, body)
@@ -332,6 +345,8 @@ class FakeDiscord(Served, Recorder):
             raise _unknown("interaction", 10062)
         if state.responded:
             raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
+        if time.monotonic() - state.received > self.callback_window:
+            raise _unknown("interaction", 10062)  # the 3-second window has passed
         kind = body.get("type")
         data = body.get("data") or {}
         cid = payload["channel_id"]
@@ -411,6 +426,7 @@ class FakeDiscord(Served, Recorder):
         if app_id != self.application_id:
             raise DiscordError(403, 50001, "Missing Access")
         if method == "PUT":
+            _check_command_names(body.get("_list", []))
             existing = {c["name"]: c for c in self._commands.get(gid, [])}
             saved = []
             for cmd in body.get("_list", []):
@@ -430,6 +446,26 @@ class FakeDiscord(Served, Recorder):
                 )
             self._commands[gid] = saved
         return copy.deepcopy(self._commands.get(gid, []))
+
+
+def _valid_command_name(name: Any) -> bool:
+    """``^[-_\\p{L}\\p{N}]{1,32}$`` and lowercase (Python's ``\\w`` is letters, digits, "_")."""
+    return (
+        isinstance(name, str)
+        and 1 <= len(name) <= 32
+        and all(ch in "-_" or ch.isalpha() or ch.isdigit() for ch in name)
+        and name == name.lower()
+    )
+
+
+def _check_command_names(commands: list[Json]) -> None:
+    errors: Json = {}
+    for i, cmd in enumerate(commands):
+        if not _valid_command_name(cmd.get("name")):
+            errors[str(i)] = {"name": {"_errors": [{"code": "APPLICATION_COMMAND_INVALID_NAME",
+                                                    "message": "Command name is invalid"}]}}  # fmt: skip
+    if errors:
+        raise DiscordError(400, 50035, "Invalid Form Body", errors)
 
 
 def _now() -> str:

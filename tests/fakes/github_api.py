@@ -7,7 +7,14 @@ GitHub's fast-forward rule and branch protection, branch creation and pull reque
 really land in the repository, so a test can check the result with the git CLI.
 
 Tokens carry fine-grained permissions; a write without ``contents: write`` answers 403 with
-``X-Accepted-GitHub-Permissions`` as GitHub does. ``before_ref_update`` runs just before a
+``X-Accepted-GitHub-Permissions`` as GitHub does, and the message names the kind of token:
+"Resource not accessible by integration" for an App installation token (``ghs_``), "... by
+personal access token" otherwise. Rate limits as GitHub's "Rate limits for the REST API" and
+"Troubleshooting the REST API" describe them: every answer carries ``x-ratelimit-limit /
+-remaining / -used / -reset`` (UTC epoch seconds) / ``-resource``; past the primary limit (5,000
+an hour per token) a request is 403 with ``x-ratelimit-remaining: 0`` and "API rate limit
+exceeded ..."; ``secondary_limit_next`` answers 403 or 429 with ``retry-after`` and "You have
+exceeded a secondary rate limit". ``before_ref_update`` runs just before a
 branch update is judged (to move the branch under the client: a race); ``fail`` injects
 statuses. Every request is recorded.
 
@@ -78,7 +85,10 @@ class FakeGitHub(Served):
     apps: dict[str, App] = field(default_factory=dict)
     clock: Callable[[], float] = time.time  # judges JWTs and token expiry
     token_expiry: dict[str, float] = field(default_factory=dict)  # issued token -> expires at
+    rate_limit: int = 5000  # primary limit: requests per hour per token
     _failures: InjectedFailures = field(default_factory=InjectedFailures)
+    _used: dict[str, tuple[int, float]] = field(default_factory=dict)  # token -> (used, reset)
+    _secondary: list[tuple[int, int]] = field(default_factory=list)  # (status, retry-after)
 
     def __post_init__(self) -> None:
         self.repo = pygit2.Repository(str(self.bare))
@@ -91,6 +101,39 @@ class FakeGitHub(Served):
 
     def calls(self, method: str, fragment: str = "") -> list[Recorded]:
         return [r for r in self.requests if r.method == method and fragment in r.path]
+
+    def exhaust_rate_limit(
+        self,
+        token: str = "good-token",  # noqa: S107 - a fake credential
+        reset_in: float = 600,
+    ) -> float:
+        """The token has used its hour's requests; returns when the window resets (epoch s)."""
+        reset = float(int(self.clock() + reset_in))
+        self._used[token] = (self.rate_limit, reset)
+        return reset
+
+    def secondary_limit_next(
+        self, times: int = 1, retry_after: int = 60, status: int = 403
+    ) -> None:
+        """The next requests trip a secondary rate limit (too many at once): 403 or 429."""
+        self._secondary += [(status, retry_after)] * times
+
+    def _rate_headers(self, token: str) -> tuple[dict[str, str], bool]:
+        """The x-ratelimit-* headers after counting this request, and whether it is over."""
+        now = self.clock()
+        used, reset = self._used.get(token, (0, 0.0))
+        if now >= reset:
+            used, reset = 0, float(int(now + 3600))
+        over = used >= self.rate_limit
+        used = min(used + 1, self.rate_limit)
+        self._used[token] = (used, reset)
+        return {
+            "x-ratelimit-limit": str(self.rate_limit),
+            "x-ratelimit-remaining": str(self.rate_limit - used),
+            "x-ratelimit-used": str(used),
+            "x-ratelimit-reset": str(int(reset)),
+            "x-ratelimit-resource": "core",
+        }, over
 
     # -- routing -------------------------------------------------------------------------
 
@@ -137,6 +180,35 @@ class FakeGitHub(Served):
         expires = self.token_expiry.get(token)
         if grant is None or (expires is not None and self.clock() >= expires):
             return _error(401, "Bad credentials")
+        rate, over = self._rate_headers(token)
+        if self._secondary:
+            status, wait = self._secondary.pop(0)
+            limited = _error(
+                status,
+                "You have exceeded a secondary rate limit. Please wait a few minutes before you "
+                "try again. If you reach out to GitHub Support for help, please include the "
+                "request ID.",
+                doc="/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits",
+            )
+            limited.headers.update(rate | {"retry-after": str(wait)})
+            return limited
+        if over:
+            who = "installation ID 1" if token.startswith("ghs_") else "user ID 1"
+            limited = _error(
+                403,
+                f"API rate limit exceeded for {who}. If you reach out to GitHub Support for "
+                "help, please include the request ID.",
+                doc="/using-the-rest-api/rate-limits-for-the-rest-api",
+            )
+            limited.headers.update(rate)
+            return limited
+        response = await self._authorized(request, handler, token, grant)
+        response.headers.update(rate)
+        return response
+
+    async def _authorized(
+        self, request: web.Request, handler: Any, token: str, grant: Grant
+    ) -> web.StreamResponse:
         info = request.match_info
         if info.get("owner") != self.owner or info.get("repo") != self.name:
             return _error(404, "Not Found")
@@ -145,7 +217,8 @@ class FakeGitHub(Served):
         if request.method != "GET":
             need = "pull_requests" if request.path.endswith("/pulls") else "contents"
             if getattr(grant, need) != "write":
-                response = _error(403, "Resource not accessible by personal access token")
+                kind = "integration" if token.startswith("ghs_") else "personal access token"
+                response = _error(403, f"Resource not accessible by {kind}")
                 response.headers["X-Accepted-GitHub-Permissions"] = f"{need}=write"
                 return response
         response: web.StreamResponse = await handler(request)
@@ -547,9 +620,10 @@ def _token(request: web.Request) -> str:
     return auth.removeprefix("Bearer ").removeprefix("token ").strip()
 
 
-def _error(status: int, message: str) -> web.Response:
+def _error(status: int, message: str, doc: str = "") -> web.Response:
     return web.json_response(
-        {"message": message, "documentation_url": DOCS, "status": str(status)}, status=status
+        {"message": message, "documentation_url": DOCS + doc, "status": str(status)},
+        status=status,
     )
 
 

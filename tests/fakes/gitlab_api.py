@@ -7,8 +7,11 @@ with ``dry_run`` (computed by libgit2 in memory, against the first parent for a 
 ``personal_access_tokens/self``. Projects are addressed by URL-encoded path.
 
 Tokens carry a role (access level) and scopes; a protected branch needs its push level
-(403 "You are not allowed to push into this branch"); a write without the ``api`` scope gets
-GitLab's ``insufficient_scope`` body. Every request is recorded; ``fail`` injects statuses.
+(403 "You are not allowed to push into this branch"). Scopes are checked on every API call, as
+GitLab does (docs "Personal access token scopes": ``read_api`` grants read access to the API,
+``api`` read and write; ``read_repository`` alone is for Git over HTTP, not the API): a read
+without ``read_api`` or ``api`` and a write without ``api`` get 403 ``insufficient_scope`` with
+the scopes that would do in ``scope`` ("api read_api" for a read, "api" for a write). Every request is recorded; ``fail`` injects statuses.
 """
 
 from __future__ import annotations
@@ -114,13 +117,14 @@ class FakeGitLab(Served):
                 args = {k: v.replace("\0", "/") for k, v in match.groupdict().items()}
                 if "id" in args and (args["id"] != self.project or token.access_level == 0):
                     return _error(404, "404 Project Not Found")
-                if request.method != "GET" and "api" not in token.scopes:
+                enough = ("api",) if request.method != "GET" else ("api", "read_api")
+                if not set(enough) & set(token.scopes):
                     return web.json_response(
                         {
                             "error": "insufficient_scope",
                             "error_description": "The request requires higher privileges "
                             "than provided by the access token.",
-                            "scope": "api",
+                            "scope": " ".join(enough),
                         },
                         status=403,
                     )

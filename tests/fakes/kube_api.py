@@ -4,7 +4,10 @@ No real API server can run on the test machines, and the bot depends on behaviou
 leave out: resourceVersions, list + watch streams that resume, bookmarks, 410 Expired after
 compaction, the StatefulSet ``scale`` subresource with its 422, RBAC denials as 403 Status
 bodies, a StatefulSet controller that removes and recreates pods one at a time, and the
-``pods/exec`` WebSocket channel protocol (``id -u``). This fake serves all of that over real HTTP
+``pods/exec`` WebSocket channel protocol (``id -u``). It refuses what the real one refuses: lists
+page with ``limit``/``continue`` and an expired token is 410 (``kube_list``), creating into a
+missing namespace is 404, and patches follow their Content-Type (a strategic merge patch merges
+lists by their merge key and is 415 on custom resources; ``kube_patch``). This fake serves all of that over real HTTP
 on 127.0.0.1 (``tests.fakes.server.ThreadedServer``) so the code under test uses the same client
 calls it makes in a cluster::
 
@@ -29,6 +32,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from tests.fakes import kube_access
+from tests.fakes import kube_list as kl
 from tests.fakes import kube_store as ks
 from tests.fakes import kube_workloads as kw
 from tests.fakes.common import Served
@@ -45,7 +49,7 @@ APPLICATIONS = ks.resource("argoproj.io", "applications")
 INSTANCE_LABEL = kw.INSTANCE_LABEL
 TRACKING_ANNOTATION = kw.TRACKING_ANNOTATION
 SERVICE_ACCOUNT = "system:serviceaccount:argocd-chatops:argocd-chatops"
-_CUSTOM_GROUPS = {"argoproj.io"}  # list items keep kind/apiVersion only for custom resources
+_CUSTOM_GROUPS = ks.CUSTOM_GROUPS  # list items keep kind/apiVersion only for custom resources
 _TRUE = {"true", "1", "yes"}
 
 
@@ -92,8 +96,11 @@ class FakeKube(Served):
         bookmark_interval: float = 1.0,
         exec_protocols: tuple[str, ...] = ("v4.channel.k8s.io",),
         default_watch_timeout: float = 1800.0,
+        max_page: int | None = None,
     ) -> None:
         self.pod_delay = pod_delay
+        self.pager = kl.Pager()
+        self.pager.max_page = max_page
         self.bookmark_interval = bookmark_interval
         self.exec_protocols = exec_protocols
         self.default_watch_timeout = default_watch_timeout
@@ -151,6 +158,19 @@ class FakeKube(Served):
     def compact(self) -> None:
         """Drop the watch history: watches from an older resourceVersion get 410 Expired."""
         self._on_loop(self.store.compact)
+
+    def add_namespace(self, name: str) -> None:
+        """A namespace exists (test helpers that create objects make theirs on the way)."""
+        self._on_loop(lambda: self._ensure_namespace(name))
+
+    def expire_continue_tokens(self, n: int = 1) -> None:
+        """The next ``n`` list requests carrying a continue token get 410 Expired, as when
+        etcd compacts between two pages (``kube_list``)."""
+
+        def run() -> None:
+            self.pager.expire_next += n
+
+        self._on_loop(run)
 
     def never_ready(self, sts: str) -> None:
         """Pods of this StatefulSet run but their readiness probe keeps failing."""
@@ -382,7 +402,7 @@ class FakeKube(Served):
                     return await self._watch(request, res, namespace)
                 return self._list(request, res, namespace)
             if method == "POST" and (namespace or not res.namespaced):
-                self._ensure_namespace(ns)
+                self._namespace_exists(res, ns)
                 return self._created(res, ns, body)
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
         if sub == "exec" and res == PODS:
@@ -438,7 +458,13 @@ class FakeKube(Served):
     def _list(self, request: web.Request, res: Resource, namespace: str | None) -> web.Response:
         labels = ks.label_selector(request.query.get("labelSelector"))
         fields = ks.field_selector(res, request.query.get("fieldSelector"))
-        items = self.store.list(res, namespace, labels, fields)
+        items, rv, extra = self.pager.page(
+            dict(request.query),
+            f"{res.qualified}/{namespace or ''}",
+            lambda: self.store.list(res, namespace, labels, fields),
+            self.store.rv,
+            self.store.compacted,
+        )
         if res.group not in _CUSTOM_GROUPS:
             for item in items:  # the API server leaves these out of built-in list items
                 item.pop("kind", None)
@@ -447,7 +473,7 @@ class FakeKube(Served):
             {
                 "kind": f"{res.kind}List",
                 "apiVersion": res.api_version,
-                "metadata": {"resourceVersion": str(self.store.rv)},
+                "metadata": {"resourceVersion": str(rv), **extra},
                 "items": items,
             }
         )
@@ -510,6 +536,13 @@ class FakeKube(Served):
         for owner in pod["metadata"].get("ownerReferences", []):
             if owner.get("kind") == "StatefulSet":
                 self.controller.kick(ns, owner["name"])
+
+    def _namespace_exists(self, res: Resource, ns: str) -> None:
+        """Creating into a namespace that does not exist is 404 (the NamespaceLifecycle
+        admission plugin, on by default: "objects cannot be created in non-existent
+        namespaces"); the Status names the namespace, not the object."""
+        if res.namespaced and self.store.find(NAMESPACES, "", ns) is None:
+            raise ks.not_found(NAMESPACES, ns)
 
     def _ensure_namespace(self, ns: str) -> None:
         if ns and self.store.find(NAMESPACES, "", ns) is None:
@@ -605,10 +638,7 @@ class FakeKube(Served):
             if sent_rv and sent_rv != sts["metadata"]["resourceVersion"]:
                 raise ks.conflict(STATEFULSETS, name)
         elif method == "PATCH":
-            if "json-patch" in ctype:
-                wanted = ks.json_patch(scale, body if isinstance(body, list) else [])
-            else:
-                wanted = ks.merge_patch(scale, body)
+            wanted = ks.apply_patch(scale, body, ctype, STATEFULSETS)
         else:
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
         replicas = (wanted.get("spec") or {}).get("replicas", 0)

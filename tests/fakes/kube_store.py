@@ -4,7 +4,8 @@ It keeps the semantics the bot relies on and that simpler in-memory fakes drop: 
 integer resourceVersion bumped on every write, a bounded change history that watches replay from
 a given resourceVersion, compaction (a watch from before it is answered with 410 Expired),
 label and field selectors evaluated like the API server (an object that stops matching a watch's
-selector is reported as DELETED), merge and JSON patches, and Status error bodies.
+selector is reported as DELETED), the three patch formats (``kube_patch``), and Status error
+bodies.
 
 Everything here runs on the fake server's event loop; nothing is thread-safe on purpose.
 """
@@ -22,7 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.fakes import kube_patch as kp
+
 Obj = dict[str, Any]
+CUSTOM_GROUPS = {"argoproj.io"}  # served from CRDs: no strategic merge patch
 
 
 @dataclass(frozen=True)
@@ -260,77 +264,15 @@ def field_selector(res: Resource, text: str | None) -> Predicate:
     return lambda obj: all(c(obj) for c in checks)
 
 
-# -- patches -----------------------------------------------------------------------------------
+# -- patches (tests/fakes/kube_patch.py) ------------------------------------------------------
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386. Strategic merge patches are applied the same way (lists are replaced)."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if key.startswith("$"):  # strategic-merge directives ($patch, $retainKeys, ...)
-            continue
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def _pointer(path: str) -> list[str]:
-    if path == "":
-        return []
-    if not path.startswith("/"):
-        raise bad_request(f"invalid JSON pointer {path!r}")
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-
-
-def json_patch(doc: Obj, ops: list[Any]) -> Obj:
-    """RFC 6902 add / remove / replace / test."""
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        if not isinstance(op, dict) or "op" not in op or "path" not in op:
-            raise bad_request("invalid JSON patch operation")
-        parts = _pointer(op["path"])
-        if not parts:
-            raise bad_request("JSON patch on the document root is not supported")
-        parent: Any = doc
-        for p in parts[:-1]:
-            parent = parent[int(p)] if isinstance(parent, list) else parent.get(p)
-            if parent is None:
-                raise ApiError(422, "Invalid", f"doc is missing path: {op['path']!r}")
-        last, kind = parts[-1], op["op"]
-        if kind == "test":
-            cur = parent[int(last)] if isinstance(parent, list) else parent.get(last)
-            if cur != op.get("value"):
-                raise ApiError(422, "Invalid", f"testing value {op['path']} failed")
-        elif kind in ("add", "replace"):
-            if isinstance(parent, list):
-                idx = len(parent) if last == "-" else int(last)
-                if kind == "add":
-                    parent.insert(idx, op.get("value"))
-                else:
-                    parent[idx] = op.get("value")
-            else:
-                if kind == "replace" and last not in parent:
-                    raise ApiError(
-                        422, "Invalid", f"replace operation does not apply: {op['path']}"
-                    )
-                parent[last] = op.get("value")
-        elif kind == "remove":
-            try:
-                if isinstance(parent, list):
-                    del parent[int(last)]
-                else:
-                    del parent[last]
-            except (KeyError, IndexError):
-                raise ApiError(
-                    422, "Invalid", f"remove operation does not apply: {op['path']}"
-                ) from None
-        else:
-            raise bad_request(f"unsupported JSON patch operation {kind!r}")
-    return doc
+def apply_patch(doc: Obj, body: Any, content_type: str, res: Resource) -> Obj:
+    """``kube_patch.apply`` with its failures as Status errors."""
+    try:
+        return kp.apply(doc, body, content_type, custom=res.group in CUSTOM_GROUPS)
+    except kp.PatchError as e:
+        raise ApiError(e.code, e.reason, e.message) from None
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -486,23 +428,11 @@ class Store:
         old = self.objects.get(key)
         if old is None:
             raise not_found(res, name)
-        if "json-patch" in content_type:
-            if not isinstance(body, list):
-                raise bad_request("a JSON patch must be a list of operations")
-            patched = json_patch(old, body)
-        elif "merge-patch" in content_type or "strategic-merge-patch" in content_type:
-            if not isinstance(body, dict):
-                raise bad_request("a merge patch must be a JSON object")
+        patched = apply_patch(old, body, content_type, res)
+        if isinstance(body, dict):
             sent_rv = (body.get("metadata") or {}).get("resourceVersion")
             if sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
                 raise conflict(res, name)
-            patched = merge_patch(old, body)
-        else:
-            raise ApiError(
-                415,
-                "UnsupportedMediaType",
-                f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {content_type!r})",
-            )
         new = copy.deepcopy(old)
         if status and res.status_subresource:
             new["status"] = patched.get("status", {})

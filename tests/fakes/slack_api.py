@@ -7,6 +7,20 @@ trailing slash of ``api_url`` matters). It answers like Slack: HTTP 200 with ``{
 ``{"ok": false, "error": "ratelimited"}`` when told to rate-limit, and a ``response_url`` that
 accepts five posts and then answers 404 ``used_url``.
 
+Strict where Slack is (api.slack.com method docs and "Rate limits"):
+
+- ``chat.postMessage`` / ``chat.update`` into a channel the bot is not a member of answer
+  ``not_in_channel``, into an archived one ``is_archived`` (``leave_channel``,
+  ``archive_channel``); channels start with the bot as a member.
+- ``views.open`` needs a ``trigger_id`` Slack issued (``new_trigger_id``), used within 3 s
+  ("trigger_ids expire three seconds after they're issued"): ``expired_trigger_id``, else
+  ``invalid_trigger_id`` for one it never issued.
+- Rate limits are on by default (``RateLimits``): each method has its tier's per-minute budget
+  (Tier 2: 20, Tier 3: 50, Tier 4: 100; bursts allowed, so a full minute's budget may go at
+  once) and ``chat.postMessage`` its special limit of about one message a second per channel,
+  with a burst; past them, HTTP 429 with ``Retry-After`` and ``ratelimited``. The time each
+  request arrived is recorded (``Call.at``), so a test proves a client waited.
+
 It keeps state: messages by (channel, ts) with their edit history and threads, ephemeral
 messages, opened views, user groups, users and channels. Every call is recorded with its
 merged parameters, so tests assert on what Slack saw. Methods: auth.test, chat.postMessage,
@@ -19,6 +33,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +48,19 @@ Json = dict[str, Any]
 Handler = Callable[[Json], Json]
 
 RESPONSE_URL_USES = 5
+TRIGGER_TTL = 3.0  # seconds a trigger_id can open a view
+# methods by rate-limit tier (api.slack.com/methods pages); requests per minute
+TIERS = {
+    "usergroups.users.list": 20,
+    "chat.update": 50,
+    "conversations.info": 50,
+    "auth.test": 100,
+    "chat.postEphemeral": 100,
+    "users.info": 100,
+    "views.open": 100,
+}
+POST_PER_CHANNEL = 1.0  # chat.postMessage: about one message per second per channel ...
+POST_BURST = 20  # ... "short bursts" allowed: the fake lets this many go at once
 _JSON_FIELDS = ("blocks", "attachments", "view", "metadata")
 
 # limits the real API enforces on a message (mirrors notifiers.render.common, kept separate so
@@ -45,6 +73,36 @@ class SlackError(Exception):
         super().__init__(error)
         self.error = error
         self.extra = extra
+
+
+class RateLimits:
+    """Token buckets: per method (its tier's budget per minute) and, for chat.postMessage, per
+    channel. ``take`` answers None when the call may go, else the seconds to wait."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.enabled = True
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def take(self, method: str, channel: str | None) -> float | None:
+        if not self.enabled:
+            return None
+        if method == "chat.postMessage" and channel:
+            return self._take(f"post:{channel}", POST_BURST, POST_PER_CHANNEL)
+        per_minute = TIERS.get(method)
+        if per_minute is None:
+            return None
+        return self._take(method, per_minute, per_minute / 60.0)
+
+    def _take(self, key: str, capacity: float, rate: float) -> float | None:
+        now = self.clock()
+        tokens, at = self._buckets.get(key, (capacity, now))
+        tokens = min(capacity, tokens + (now - at) * rate)
+        if tokens >= 1:
+            self._buckets[key] = (tokens - 1, now)
+            return None
+        self._buckets[key] = (tokens, now)
+        return (1 - tokens) / rate
 
 
 class FakeSlack(Served, Recorder):
@@ -71,6 +129,9 @@ class FakeSlack(Served, Recorder):
         self._users: dict[str, Json] = {}
         self._channels: dict[str, Json] = {}
         self._responses: dict[str, Json] = {}
+        self._triggers: dict[str, float] = {}  # trigger_id -> issued at (monotonic)
+        self.trigger_ttl = TRIGGER_TTL
+        self.limits = RateLimits()
         for cid, name in (channels or {"C0ALERTS": "alerts", "C0OPS": "ops"}).items():
             self.add_channel(cid, name)
         self.add_user(bot_user_id, "chatops", is_bot=True)
@@ -143,6 +204,22 @@ class FakeSlack(Served, Recorder):
         with self.lock:
             self._responses[rid] = {"channel": channel, "ts": ts, "posts": [], "expired": False}
         return f"{self.url}/response/{rid}"
+
+    def leave_channel(self, channel_id: str) -> None:
+        """The bot is no longer a member: posts there answer ``not_in_channel``."""
+        with self.lock:
+            self._channels[channel_id]["is_member"] = False
+
+    def archive_channel(self, channel_id: str) -> None:
+        with self.lock:
+            self._channels[channel_id]["is_archived"] = True
+
+    def new_trigger_id(self) -> str:
+        """A trigger_id as Slack puts in a command or interaction payload, valid for 3 s."""
+        trigger = f"{next(self._ids)}.{1714564800}.{next(self._ids):032x}"
+        with self.lock:
+            self._triggers[trigger] = time.monotonic()
+        return trigger
 
     def expire_response_url(self, url: str) -> None:
         with self.lock:
@@ -238,6 +315,11 @@ class FakeSlack(Served, Recorder):
             return self._reply(name, params, request, 200, {"ok": False, "error": "not_authed"})
         if token != self.token:
             return self._reply(name, params, request, 200, {"ok": False, "error": "invalid_auth"})
+        wait = self.limits.take(name, self._channel_id(params))
+        if wait is not None:
+            headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+            return self._reply(name, params, request, 429, {"ok": False, "error": "ratelimited"},
+                               headers)  # fmt: skip
         handler = self._handlers().get(name)
         if handler is None:
             body: Json = {"ok": False, "error": "unknown_method", "req_method": name}
@@ -314,11 +396,26 @@ class FakeSlack(Served, Recorder):
                 return cid
         raise SlackError("channel_not_found")
 
+    def _channel_id(self, params: Json) -> str | None:
+        with self.lock:
+            try:
+                return self._channel(params)
+            except SlackError:
+                return None
+
+    def _writable(self, channel: str) -> None:
+        state = self._channels[channel]
+        if state["is_archived"]:
+            raise SlackError("is_archived")
+        if not state["is_member"]:
+            raise SlackError("not_in_channel")
+
     def _next_ts(self) -> str:
         return f"{1714564800 + next(self._ts)}.{next(self._ids):06d}"
 
     def _post_message(self, params: Json) -> Json:
         channel = self._channel(params)
+        self._writable(channel)
         _check_message(params)
         thread_ts = params.get("thread_ts")
         if thread_ts and (channel, thread_ts) not in self._messages:
@@ -352,6 +449,7 @@ class FakeSlack(Served, Recorder):
 
     def _update(self, params: Json) -> Json:
         channel = self._channel(params)
+        self._writable(channel)
         ts = str(params.get("ts") or "")
         message = self._messages.get((channel, ts))
         if message is None:
@@ -373,8 +471,14 @@ class FakeSlack(Served, Recorder):
         return {"message_ts": ts}
 
     def _views_open(self, params: Json) -> Json:
-        if not params.get("trigger_id"):
+        trigger = str(params.get("trigger_id") or "")
+        if not trigger:
             raise SlackError("invalid_arguments")
+        issued = self._triggers.get(trigger)
+        if issued is None:
+            raise SlackError("invalid_trigger_id")
+        if time.monotonic() - issued > self.trigger_ttl:
+            raise SlackError("expired_trigger_id")
         view = params.get("view")
         if not isinstance(view, dict) or view.get("type") not in ("modal", "home"):
             raise SlackError("invalid_arguments")

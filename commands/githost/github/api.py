@@ -214,6 +214,12 @@ class GitHubAPI:
             status = answer.status
             if status == 403:
                 permission = _accepted_permission(answer.headers) or need
+                if "by integration" in answer.low:  # an App installation token
+                    return errors.Denied(
+                        f"The GitHub App lacks {permission} on {self.repo}.",
+                        hint="Add the permission in the App's settings, then have the "
+                        "installation accept the new permissions.",
+                    )
                 return errors.Denied(
                     f"The Git token lacks {permission} on {self.repo}.",
                     hint="Grant it to the fine-grained token or the GitHub App, then retry.",
