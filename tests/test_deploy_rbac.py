@@ -8,8 +8,6 @@ namespaces.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -21,17 +19,21 @@ import httpx
 import pytest
 import yaml
 
+from bot.alerts import event_watch as ew
 from commands import errors
 from commands.context import Caller, Services
 from commands.kube import client as kc
 from commands.kube.ops import KubeOps
+from commands.reconnect import Backoff
 from commands.results import Status, StepState
 from commands.sync import SyncOptions, sync
 from commands.verify import verify
+from notifiers.incidents.engine import Signal
 from tests.fakes.argocd_api import FakeArgoCD
 from tests.fakes.argocd_fixtures import make_app, sha
 from tests.fakes.kube_api import FakeKube, api_client
 from tests.fakes.kube_rbac import Rbac
+from tests.fakes.recording import until_async
 
 ROOT = Path(__file__).resolve().parents[1]
 BOT = ("argocd-chatops", "argocd-chatops")  # (namespace, name) of the bot's ServiceAccount
@@ -200,38 +202,44 @@ async def test_verify_rootless_execs_in_the_app_namespace(
     assert [e.pod for e in kube_fake.execs] == ["vector-db-0"]
 
 
-async def test_warning_events_are_watched_in_the_app_namespace_not_across_the_cluster(
+async def test_the_event_watch_runs_in_the_watched_namespace_not_across_the_cluster(
     kube_fake: FakeKube, ops: KubeOps
 ) -> None:
-    core = ops.core
-    listing = await kc.call_raw(
-        "list", "events", APP_NS, core.list_namespaced_event, APP_NS, field_selector="type=Warning"
+    client = api_client(kube_fake)
+    signals: list[Signal] = []
+    watch = ew.EventWatch(
+        client,
+        ew.Correlator(client),
+        signals.extend,
+        namespaces=(APP_NS,),  # watch_namespaces in deploy/config.yaml
+        timeout_seconds=2,
+        backoff=Backoff(0.05, 0.2),
     )
-    loop = asyncio.get_running_loop()
-    events = kc.watch_events(
-        "events",
-        APP_NS,
-        core.list_namespaced_event,
-        APP_NS,
-        resource_version=str(listing["metadata"]["resourceVersion"]),
-        deadline=loop.time() + 10,
-        max_timeout=5,
-        field_selector="type=Warning",
-    )
-    async with contextlib.aclosing(events):
-        await asyncio.to_thread(
-            kube_fake.add_event,
-            APP_NS,
-            involved={"kind": "Pod", "name": "vector-db-0"},
-            reason="BackOff",
-            message="Back-off restarting failed container",
-        )
-        kind, event = await asyncio.wait_for(anext(events), 10)
-    assert (kind, event["reason"], event["metadata"]["namespace"]) == ("ADDED", "BackOff", APP_NS)
-
-    # across all namespaces is a cluster-scope list: the shipped RBAC does not grant it
+    watch.start()
+    try:
+        await until_async(watch.ready.is_set)
+        kube_fake.add_pod(APP_NS, {"metadata": {"name": "vector-db-0", "labels": {"app.kubernetes.io/instance": "vector-db"}}, "spec": {"containers": [{"name": "db", "image": "db:1"}]}})  # fmt: skip
+        kube_fake.add_event(APP_NS, involved={"kind": "Pod", "name": "vector-db-0"},
+                            reason="BackOff", message="Back-off restarting failed container")  # fmt: skip
+        await until_async(lambda: signals)
+        assert [(s.app, s.event.reason if s.event else "") for s in signals] == [
+            ("vector-db", "BackOff")
+        ]
+    finally:
+        await watch.close()
+        client.close()
+    # across all namespaces would be a cluster-scope list: the shipped RBAC does not grant it
     with pytest.raises(errors.Denied, match="not allowed to list events"):
-        await kc.call_raw("list", "events", "", core.list_event_for_all_namespaces)
+        await kc.call_raw("list", "events", "", ops.core.list_event_for_all_namespaces)
+
+
+async def test_doctors_rights_check_passes_in_the_app_namespace_with_the_shipped_rbac(
+    ops: KubeOps,
+) -> None:
+    assert await ops.check_namespace_access(APP_NS) == []
+    missing = await ops.check_namespace_access("kube-system")
+    assert "create pods/exec in namespace kube-system" in missing
+    assert "patch statefulsets/scale in namespace kube-system" in missing
 
 
 @pytest.mark.parametrize("namespace", ["argocd", "kube-system"])
