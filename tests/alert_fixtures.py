@@ -26,7 +26,7 @@ from tests.gotemplate import render
 
 TOKEN = "test-webhook-token-0123456789"
 UI = "https://argocd.example"
-CM = Path(__file__).resolve().parents[1] / "deploy" / "argocd-notifications-cm.yaml"
+CM = Path(__file__).resolve().parents[1] / "deploy" / "argocd" / "argocd-notifications-cm.yaml"
 TRIGGERS = ("sync-failed", "health-degraded", "sync-succeeded", "deployed")
 FAST = DeliveryPolicy(
     rates={"slack": ChannelRate(1000.0, 1000), "discord": ChannelRate(1000.0, 1000)},
