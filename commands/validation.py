@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from commands import errors
@@ -10,6 +11,7 @@ _DNS1123_SUBDOMAIN = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 )
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAX_DURATION_TEXT = 20
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
@@ -38,6 +40,11 @@ def duration(text: str, *, minimum: float, maximum: float, what: str = "duration
     """Parse ``90``, ``90s``, ``30m``, ``1h30m``, ``2d`` to seconds, within [minimum, maximum]."""
     raw = text.strip().lower()
     seconds: float
+    if len(raw) > MAX_DURATION_TEXT:  # "9" * 400 would overflow a float
+        raise errors.BadInput(
+            f"'{_clip(text)}' is not a {what}.",
+            hint=f"The accepted range is {human(minimum)} to {human(maximum)}.",
+        )
     if re.fullmatch(r"\d+(\.\d+)?", raw):
         seconds = float(raw)
     else:
@@ -55,8 +62,9 @@ def duration(text: str, *, minimum: float, maximum: float, what: str = "duration
 
 def within(seconds: float, *, minimum: float, maximum: float, what: str = "duration") -> float:
     if not minimum <= seconds <= maximum:
+        shown = human(seconds) if math.isfinite(seconds) else str(seconds)
         raise errors.BadInput(
-            f"A {what} of {human(seconds)} is out of range.",
+            f"A {what} of {shown} is out of range.",
             hint=f"The accepted range is {human(minimum)} to {human(maximum)}.",
         )
     return seconds
