@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from bot import logs
 from bot.chat.dispatch import Dispatcher
 from bot.chat.slack import SlackAdapter, group_resolver, make_client
 from bot.metrics import Registry
@@ -142,7 +143,8 @@ class Bot:
         self._mount_webhooks(app)
         self.http = HttpServer(app, self.host, self.port)
         await self.http.start()
-        self.enabled["http"] = f"listening on {self.http.url} (/healthz /readyz /metrics)"
+        where = ", ".join(self.http.bound) or self.http.url
+        self.enabled["http"] = f"listening on {where} (/healthz /readyz /metrics)"
 
         await self._start_slack()
         await self._start_discord()
@@ -360,12 +362,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
 
 
 def main(settings: Settings) -> int:
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger().setLevel(settings.log_level)
-    if settings.log_level != "DEBUG":  # job bookkeeping is noise at INFO
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logs.setup(settings)
     try:
         return asyncio.run(run(settings))
     except ConfigError as e:
