@@ -205,3 +205,32 @@ def test_every_subcommand_has_help():
                     yield from walk(sub)
 
     assert [name for name, text in walk(build_parser()) if not text] == []
+
+
+def test_no_import_cycle_inside_the_cli():
+    """Every bot.cli module's imports of its siblings, lazy ones included, form no cycle."""
+    import ast
+    from pathlib import Path
+
+    import bot.cli
+
+    folder = Path(bot.cli.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module == "bot.cli":
+                    deps |= {a.name for a in node.names}
+                elif node.module.startswith("bot.cli."):
+                    deps.add(node.module.split(".")[2])
+        graph[path.stem] = deps - {path.stem}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(
+            d == goal or (d not in seen and reaches(d, goal, seen | {d}))
+            for d in graph.get(start, ())
+        )
+
+    assert graph["main"] >= {"runner", "parser", "output"}
+    assert [m for m in graph if reaches(m, m, set())] == []
