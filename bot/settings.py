@@ -157,6 +157,7 @@ class Settings(BaseSettings):
     state_db: str = "./chatops.db"
     listen: str = "0.0.0.0:8080"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"  # json: one object per line (bot/logs.py)
     # behaviour
     sync_timeout: float = Field(300.0, ge=10, le=3600)
     presync_timeout: float = Field(120.0, ge=5, le=1800)
@@ -179,8 +180,8 @@ class Settings(BaseSettings):
     @classmethod
     def _listen(cls, v: str) -> str:
         _host, sep, port = v.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("must be host:port, e.g. 0.0.0.0:8080")
+        if not sep or not port.isdigit() or len(port) > 5 or not 0 <= int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 0.0.0.0:8080 (port 0: any free port)")
         return v
 
     @field_validator("argocd_url", "git_api_url", "discord_api_url", "slack_api_url")
@@ -269,7 +270,7 @@ class Settings(BaseSettings):
     # -- derived ---------------------------------------------------------------------------
     @property
     def listen_host(self) -> str:
-        return self.listen.rpartition(":")[0] or "0.0.0.0"
+        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"  # [::1]:8080 -> ::1
 
     @property
     def listen_port(self) -> int:

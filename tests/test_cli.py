@@ -97,6 +97,11 @@ def test_unreachable_argocd_exits_1_json(tmp_path):
 
 def test_rollback_without_terminal_or_yes_refuses(tmp_path):
     env = offline_env(tmp_path)
+    env.update(
+        CHATOPS_GIT_REPO="acme/deploy",
+        CHATOPS_GIT_TOKEN="g",
+        CHATOPS_GIT_API_URL="http://127.0.0.1:9",
+    )
     p = run("rollback", "payments", env=env, stdin="")
     assert p.returncode == 2
     assert "--yes" in p.stderr

@@ -90,3 +90,29 @@ def test_a_good_prefix_and_unicode_names_load(monkeypatch):
     cfg = s.load()
     assert cfg.command_name("status") == "argo_état"
     assert cfg.command_name("verify-rootless") == "argo_verify-rootless"
+
+
+def test_log_format_is_text_or_json(monkeypatch):
+    assert s.load().log_format == "text"
+    monkeypatch.setenv("CHATOPS_LOG_FORMAT", "json")
+    assert s.load().log_format == "json"
+    monkeypatch.setenv("CHATOPS_LOG_FORMAT", "xml")
+    with pytest.raises(s.ConfigError) as ei:
+        s.load()
+    assert [p for p in ei.value.problems if p.startswith("CHATOPS_LOG_FORMAT")]
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:0", "localhost:8080", "[::1]:9000"])
+def test_listen_accepts_port_0_and_hostnames(monkeypatch, listen):
+    monkeypatch.setenv("CHATOPS_LISTEN", listen)
+    cfg = s.load()
+    assert cfg.listen == listen
+    assert f"{cfg.listen_host}:{cfg.listen_port}" == listen.replace("[", "").replace("]", "")
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:65536", "0.0.0.0:" + "9" * 400, "0.0.0.0:-1", "x"])
+def test_listen_refuses_bad_ports(monkeypatch, listen):
+    monkeypatch.setenv("CHATOPS_LISTEN", listen)
+    with pytest.raises(s.ConfigError) as ei:
+        s.load()
+    assert "CHATOPS_LISTEN" in ei.value.render()

@@ -53,12 +53,9 @@ async def _kube(settings: Settings) -> str:
 
 
 async def _store(settings: Settings) -> str:
-    from bot.state.store import Store, StoreError
+    from bot.cli.state import open_store
 
-    try:
-        st = await asyncio.to_thread(Store, settings.state_db)
-    except StoreError as e:
-        raise errors.Unavailable(str(e)) from None
+    st = await asyncio.to_thread(open_store, settings)  # a ConfigError names the problem
     version = st.version
     st.close()
     return f"{settings.state_db} writable, schema v{version}"

@@ -1,4 +1,10 @@
-"""Runs one CLI subcommand: load settings, wire clients, call the core, print, exit code."""
+"""Runs one CLI subcommand: load settings, wire clients, call the core, print, exit code.
+
+Every way a command can end maps to one exit code and one message (``bot.cli.output``):
+configuration problems (a missing setting, an unopenable state database, a feature that is not
+configured) exit 2 like bad input; a command that failed exits 1; an unexpected exception is
+"Internal error (ref X)" with its traceback only at ``CHATOPS_LOG_LEVEL=DEBUG``.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +17,23 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from bot.cli import main as cli
-from bot.settings import ConfigError, Settings
+from bot import logs
+from bot.cli import output
+from bot.settings import ConfigError, Settings, load
 from commands import errors, validation
 from commands.results import Result
 
 log = logging.getLogger("chatops")
 
+NO_KUBE = "No Kubernetes configuration found (not in a cluster, no KUBECONFIG)."
+CONFIG_HINT = "Set them as CHATOPS_* environment variables or in the YAML file (--config)."
+
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    as_json = bool(args.json)
     try:
-        settings = cli.load_settings(args)
+        settings = load(args.config)
+        logs.setup(settings, cli=True)
         if args.cmd == "serve":
             from bot.server import serve
 
@@ -30,59 +41,56 @@ def run(args: argparse.Namespace) -> int:
         handler = HANDLERS[args.cmd]
         result: Result | None = asyncio.run(handler(settings, args))
     except ConfigError as e:
-        print(e.render(), file=sys.stderr)
-        return cli.EXIT_USAGE
-    except errors.BadInput as e:
-        _print_error(args, e)
-        return cli.EXIT_USAGE
+        output.fail(
+            as_json,
+            "config",
+            " ".join(e.problems) or "Configuration problem.",
+            CONFIG_HINT,
+            text=e.render(),
+            problems=e.problems,
+        )
+        return output.EXIT_USAGE
     except errors.CommandError as e:
-        _print_error(args, e)
-        return cli.EXIT_FAILED
+        _print_error(as_json, e)
+        return output.EXIT_USAGE if isinstance(e, errors.BadInput) else output.EXIT_FAILED
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return cli.EXIT_FAILED
-    except Exception:
+        output.fail(as_json, "interrupted", "Interrupted.", text="interrupted")
+        return output.EXIT_FAILED
+    except BrokenPipeError:
+        raise  # main ends quietly
+    except Exception as e:
         ref = errors.internal_ref()
-        log.exception("internal error (ref %s)", ref)
-        print(f"Internal error (ref {ref}).", file=sys.stderr)
-        return cli.EXIT_FAILED
+        log.debug("internal error (ref %s)", ref, exc_info=True)
+        output.fail(
+            as_json,
+            "internal",
+            f"Internal error (ref {ref}): {type(e).__name__}.",
+            "Run again with CHATOPS_LOG_LEVEL=DEBUG to see the details.",
+        )
+        return output.EXIT_FAILED
     if result is None:
-        return cli.EXIT_OK
-    cli.render(result, as_json=args.json)
-    return cli.EXIT_OK if result.ok else cli.EXIT_FAILED
+        return output.EXIT_OK
+    output.render(result, as_json=as_json)
+    return output.EXIT_OK if result.ok else output.EXIT_FAILED
 
 
-def _print_error(args: argparse.Namespace, e: errors.CommandError) -> None:
-    if getattr(args, "json", False):
-        import json
-
-        out: dict[str, Any] = {"ok": False, "error": e.kind, "message": e.user_message}
-        if e.hint:
-            out["hint"] = e.hint
-        if isinstance(e, errors.NotFound) and e.suggestions:
-            out["suggestions"] = list(e.suggestions)
-        print(json.dumps(out, indent=2))
-    else:
-        print(f"✗ {e.user_message}", file=sys.stderr)
-        if e.hint:
-            print(f"  {e.hint}", file=sys.stderr)
+def _print_error(as_json: bool, e: errors.CommandError) -> None:
+    suggestions = list(e.suggestions) if isinstance(e, errors.NotFound) else []
+    output.fail(as_json, e.kind, e.user_message, e.hint, suggestions=suggestions)
 
 
 def _progress(args: argparse.Namespace) -> Any:
     async def progress(step: Any) -> None:
         if not args.json:
-            cli.print_step(step)
+            output.print_step(step)
 
     return progress
 
 
 def _store(settings: Settings) -> Any:
-    from bot.state.store import Store, StoreError
+    from bot.cli.state import open_store
 
-    try:
-        return Store(settings.state_db)
-    except StoreError as e:
-        raise ConfigError([str(e)]) from None
+    return open_store(settings)
 
 
 async def _with_services(
@@ -153,7 +161,13 @@ async def do_verify(settings: Settings, args: argparse.Namespace) -> Result:
     from commands.verify import verify
 
     validation.app_name(args.app)
-    return await _with_services(settings, lambda svc: verify(svc, args.app))
+
+    async def go(svc: Any) -> Result:
+        if svc.kube is None:
+            raise ConfigError([NO_KUBE + " verify-rootless needs it."])
+        return await verify(svc, args.app)
+
+    return await _with_services(settings, go)
 
 
 async def do_hook(settings: Settings, args: argparse.Namespace) -> Result:
@@ -165,7 +179,7 @@ async def do_hook(settings: Settings, args: argparse.Namespace) -> Result:
         validation.namespace(args.namespace)
     kube = wiring.kube(settings)
     if kube is None:
-        raise ConfigError(["No Kubernetes configuration found (not in a cluster, no KUBECONFIG)."])
+        raise ConfigError([NO_KUBE])
     argocd = wiring.argocd(settings) if not args.namespace else None
     timeout = args.timeout
     try:
@@ -231,6 +245,13 @@ async def do_rollback(settings: Settings, args: argparse.Namespace) -> Result:
     from commands.rollback import rollback_cli
 
     validation.app_name(args.app)
+    if not settings.git_repo or not (settings.git_token or settings.uses_git_app):
+        raise ConfigError(
+            [
+                "Rollback is not configured: set CHATOPS_GIT_REPO and CHATOPS_GIT_TOKEN (or a "
+                "GitHub App: CHATOPS_GIT_APP_ID, CHATOPS_GIT_APP_INSTALLATION_ID and its key)."
+            ]
+        )
     return await _with_services(
         settings,
         lambda svc: rollback_cli(
@@ -263,7 +284,7 @@ async def do_doctor(settings: Settings, args: argparse.Namespace) -> Result:
     return await doctor(settings)
 
 
-async def do_audit(settings: Settings, args: argparse.Namespace) -> Result:
+async def do_audit(settings: Settings, args: argparse.Namespace) -> Result | None:
     from commands.results import Fact, Status
 
     since = None
@@ -288,10 +309,20 @@ async def do_audit(settings: Settings, args: argparse.Namespace) -> Result:
         import json
 
         print(json.dumps(rows, indent=2))
-        return None  # type: ignore[return-value]
+        return None
     return Result(
         "audit", args.app or "all apps", Status.NOOP, f"{len(rows)} entries.", facts=facts
     )
+
+
+async def do_alert(settings: Settings, args: argparse.Namespace) -> Result:
+    from bot.cli.alert_test import alert_test
+
+    store = _store(settings)
+    try:
+        return await alert_test(settings, args, store)
+    finally:
+        store.close()
 
 
 def _since(text: str) -> float:
@@ -327,7 +358,8 @@ def _caller() -> Any:
     return Caller(user, "cli")
 
 
-HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, Result]]] = {
+Handler = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, Result | None]]
+HANDLERS: dict[str, Handler] = {
     "sync": do_sync,
     "selfheal": do_selfheal,
     "status": do_status,
@@ -337,4 +369,5 @@ HANDLERS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "rollback": do_rollback,
     "doctor": do_doctor,
     "audit": do_audit,
+    "alert": do_alert,
 }

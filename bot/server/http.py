@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -113,6 +114,7 @@ class HttpServer:
         self.grace = grace
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self.bound: list[str] = []  # "host:port" of each listening socket, once started
 
     @property
     def url(self) -> str:
@@ -127,12 +129,18 @@ class HttpServer:
         self._site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         await self._site.start()
         server = self._site._server
-        if server is not None and self.port == 0:
-            sockets = getattr(server, "sockets", None) or []
-            if sockets:
-                self.port = int(sockets[0].getsockname()[1])
+        sockets = getattr(server, "sockets", None) or []
+        # the addresses really bound: port 0 picks one, a hostname may resolve to several
+        self.bound = [_address(sock.getsockname()) for sock in sockets]
+        if sockets and self.port == 0:
+            self.port = int(sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+
+
+def _address(sockname: Any) -> str:
+    host, port = str(sockname[0]), int(sockname[1])
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

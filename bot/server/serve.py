@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from bot import logs
 from bot.alerts import runner as alert_runner
 from bot.alerts import webhooks
 from bot.chat import discord as discord_chat
@@ -145,7 +146,8 @@ class Bot:
         self._mount_webhooks(app)
         self.http = HttpServer(app, self.host, self.port)
         await self.http.start()
-        self.enabled["http"] = f"listening on {self.http.url} (/healthz /readyz /metrics)"
+        where = ", ".join(self.http.bound) or self.http.url
+        self.enabled["http"] = f"listening on {where} (/healthz /readyz /metrics)"
 
         await self._start_slack()
         await self._start_discord()
@@ -340,12 +342,7 @@ async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
 
 
 def main(settings: Settings) -> int:
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger().setLevel(settings.log_level)
-    if settings.log_level != "DEBUG":  # job bookkeeping is noise at INFO
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logs.setup(settings)
     try:
         return asyncio.run(run(settings))
     except ConfigError as e:

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from bot.state.store import Store
 from notifiers.alert import Alert
 from notifiers.delivery import OutboxItem, ThreadKey
-from notifiers.incidents.engine import Changes, Engine, Incident, Signal
+from notifiers.incidents.engine import Changes, Effect, Engine, Incident, Signal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,6 +41,7 @@ Job = tuple[Callable[[sqlite3.Connection], Any], Future[Any]]
 MAX_BATCH = 2000
 DEDUP_TTL = 86400.0  # Argo CD retries within seconds; a day is plenty
 HISTORY_TTL = 30 * 86400.0  # closed incidents kept for a month
+TEST_INCIDENT = 0  # the incident id of messages outside any incident (ids start at 1)
 
 
 class GroupCommitWriter:
@@ -263,6 +264,13 @@ class AlertStore:
             return Ingested("accepted", items)
 
         return await self.writer.submit(job)
+
+    async def enqueue(self, effects: Iterable[Effect]) -> list[OutboxItem]:
+        """Store messages that no incident produced (``chatops alert test``) in the outbox,
+        like any other, and return them for the Deliverer. Use ``TEST_INCIDENT`` as their
+        incident id: no incident has it, so nothing is threaded under or reloaded for them."""
+        changes = Changes(effects=list(effects))
+        return await self.writer.submit(lambda db: self._write(db, changes, time.time()))
 
     async def tick(self) -> list[OutboxItem]:
         return await self.writer.submit(lambda db: self._guarded(db, self.engine.tick))
