@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -64,20 +65,46 @@ async def test_5xx_is_retried_with_backoff_then_sent(tmp_path, slack):
         assert outbox(h) == [("post", "sent", 3)]
 
 
-async def test_bounded_tries_then_failed_in_store_and_metrics(tmp_path, slack):
-    slack.fail_next(50, status=500, only="chat.postMessage")
+async def test_an_outage_outlasting_the_old_six_tries_is_waited_out(tmp_path, slack):
+    # 12 failures in a row: the old worker gave up after 6 tries (about 30 s of outage)
+    slack.fail_next(12, status=503, only="chat.postMessage")
     async with Harness(settings(tmp_path, slack=slack)) as h:
         assert h.runner is not None
         await h.runner.ingest([failed()])
-        await h.idle()
-        assert len(slack.calls_to("chat.postMessage")) == FAST.max_tries
-        assert outbox(h) == [("post", "failed", FAST.max_tries)]
+        await h.idle(20)
+        calls = slack.calls_to("chat.postMessage")
+        assert [c.status for c in calls] == [503] * 12 + [200]
+        assert len(slack.messages_in("C0ALERTS")) == 1
+        assert outbox(h) == [("post", "sent", 13)]
         text = h.metrics.render()
-        assert 'chatops_alert_messages_total{platform="slack",op="post",result="failed"} 1' in text
-        # a later edit of that incident cannot go anywhere: failed too, not retried forever
+        assert (
+            'chatops_alert_delivery_failures_total{platform="slack",reason="transient"} 12' in text
+        )
+        assert 'result="failed"' not in text
+        # the incident's next edit goes to the same message, not "failed at once"
         await h.runner.ingest([Signal(kind="sync_ok", app="payments", operation="2024-05-02")])
         await h.idle()
-        assert [s for _, s, _ in outbox(h)] == ["failed", "failed", "failed"]
+        assert [s for _, s, _ in outbox(h)] == ["sent", "sent", "sent"]
+        [root] = slack.messages_in("C0ALERTS")
+        assert "recovered" in root["text"]
+
+
+async def test_a_channel_failing_past_the_horizon_gives_up_then_starts_afresh(tmp_path, slack):
+    short = replace(FAST, horizon=0.5)
+    slack.fail_next(10_000, status=503, only="chat.postMessage")
+    async with Harness(settings(tmp_path, slack=slack), delivery=short) as h:
+        assert h.runner is not None
+        await h.runner.ingest([failed()])
+        await h.idle(10)
+        assert outbox(h) == [("post", "failed", len(slack.calls_to("chat.postMessage")))]
+        text = h.metrics.render()
+        assert 'chatops_alert_delivery_failures_total{platform="slack",reason="expired"} 1' in text
+        slack.clear_failures()  # Slack is back: a new alert gets a horizon of its own
+        await h.runner.ingest([failed("orders")])
+        await h.idle()
+        assert [m["text"] for m in slack.messages_in("C0ALERTS")] == [
+            "🔴 orders: sync failed — PreSync hook failed"
+        ]
 
 
 async def test_permanent_error_fails_at_once(tmp_path, slack):
