@@ -74,6 +74,7 @@ class Gate:
     platform_probe: bool = False  # the probe in flight is the platform-wide one
     waiters: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one call at a time per channel
 
     @property
     def failing(self) -> bool:
@@ -91,6 +92,10 @@ class _Platform:
 
 
 class Outages:
+    """The gates of every channel. Callers hold ``gate.lock`` around ``enter`` and the call, so
+    a channel never has two calls in flight: when an outage starts, one message finds out,
+    not a burst of them."""
+
     def __init__(
         self, policy: DeliveryPolicy, clock: Clock, rng: random.Random | None = None
     ) -> None:

@@ -211,17 +211,21 @@ class Deliverer:
                 if wait > 0:
                     await self.clock.sleep(wait)
                     continue  # the root may have been replaced by a newer edit meanwhile
-                verdict = await self.outages.enter(gate)
-                if verdict is gates.Verdict.EXPIRED:
-                    await self._expire(gate)
-                    continue
-                probe = verdict is gates.Verdict.PROBE
-                await self._bucket(key[1], key[2]).acquire()
-                batch = q.take(self.policy.reply_burst)
-                if batch is None:  # expired by another thread meanwhile
-                    self.outages.release(gate, probe)
-                    continue
-                await self._send(key, q, gate, batch, probe)
+                record = None
+                async with gate.lock:  # one call at a time per channel
+                    verdict = await self.outages.enter(gate)
+                    if verdict is gates.Verdict.EXPIRED:
+                        await self._expire(gate)
+                        continue
+                    probe = verdict is gates.Verdict.PROBE
+                    await self._bucket(key[1], key[2]).acquire()
+                    batch = q.take(self.policy.reply_burst)
+                    if batch is None:  # expired by another thread meanwhile
+                        self.outages.release(gate, probe)
+                        continue
+                    record = await self._send(key, q, gate, batch, probe)
+                if record is not None:  # the bookkeeping need not hold the channel
+                    await record
         finally:
             if self._tasks.get(key) is asyncio.current_task():
                 del self._tasks[key]
@@ -242,13 +246,14 @@ class Deliverer:
 
     async def _send(
         self, key: ThreadKey, q: ThreadQueue, gate: gates.Gate, batch: Batch, probe: bool
-    ) -> None:
+    ) -> Awaitable[None] | None:
+        """Make the call; returns the outbox bookkeeping still to await, if any."""
         item = batch.item
         sink = self.sinks.get(item.platform)
         if sink is None:
             self.outages.release(gate, probe)
             await self._fail(batch, f"no {item.platform} connection is configured")
-            return
+            return None
         ref = None if item.op == "post" else await self._root_ref(key)
         if ref is None and item.op == "update":
             item.op = "post"  # the root never went out: post it, with the latest state
@@ -258,7 +263,7 @@ class Deliverer:
             if q.root is None:  # (unless a newer root arrived meanwhile: that one goes)
                 q.root = self._stand_in_root(key, item)
             self.outages.release(gate, probe)
-            return
+            return None
         try:
             async with self._sem:
                 if item.op == "post":
@@ -276,7 +281,7 @@ class Deliverer:
             self._put_back(q, batch)
             self._note(item, "rate_limited")
             log.info("%s %s rate limited for %.1fs", item.platform, item.channel, e.retry_after)
-            return
+            return None
         except Transient as e:
             self.outages.down(gate, probe, str(e))
             item.tries += 1
@@ -291,8 +296,7 @@ class Deliverer:
                 e,
                 max(0.0, gate.until - self.clock.time()),
             )
-            await self.port.retry(item, str(e)[:500])
-            return
+            return self.port.retry(item, str(e)[:500])
         except Permanent as e:
             self.outages.up(gate, probe)
             await self._fail(batch, str(e))
@@ -301,12 +305,12 @@ class Deliverer:
                     await self._fail(
                         Batch(reply, reply.alert), f"the incident's first message failed: {e}"
                     )
-            return
+            return None
         except Exception as e:  # a bug (say, in a renderer), not an outage: this message fails
             log.exception("unexpected error delivering outbox item %s", item.id)
             self.outages.up(gate, probe)
             await self._fail(batch, f"internal error: {type(e).__name__}")
-            return
+            return None
         self.outages.up(gate, probe)
         if item.op == "post":
             assert ref is not None
@@ -318,7 +322,7 @@ class Deliverer:
         self._note(item, "sent")
         for folded in batch.folded:
             self._note(folded, "merged")
-        await self.port.sent(item, ref if item.op == "post" else None, batch.folded)
+        return self.port.sent(item, ref if item.op == "post" else None, batch.folded)
 
     def _stand_in_root(self, key: ThreadKey, reply: OutboxItem) -> OutboxItem:
         """A root post for a thread that has none (id 0: no outbox row of its own; the store
