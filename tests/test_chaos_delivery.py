@@ -107,9 +107,9 @@ def discord_text(message: dict[str, Any]) -> str:
     return "\n".join([message["content"], *descriptions])
 
 
-def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+def rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     with sqlite3.connect(db) as conn:
-        return conn.execute(sql).fetchall()
+        return conn.execute(sql, params).fetchall()
 
 
 def threads_of(messages: list[dict[str, Any]], root_of: Any) -> dict[str, list[str]]:
@@ -239,6 +239,6 @@ def test_chat_outage_with_a_kill_9_then_every_alert_exactly_once(tmp_path, slack
         ("discord", [c for c in discord.calls if c.status == 200]),
     ):
         sent = rows(
-            db, f"SELECT COUNT(*) FROM outbox WHERE status='sent' AND platform='{platform}'"
-        )  # noqa: S608
+            db, "SELECT COUNT(*) FROM outbox WHERE status='sent' AND platform=?", (platform,)
+        )
         assert len(fake_calls) == sent[0][0] == 3 + 5, platform  # 3 roots, 5 replies
