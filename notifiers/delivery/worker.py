@@ -132,6 +132,8 @@ class Deliverer:
         """Per platform: (messages held back by a failing channel, seconds the oldest has)."""
         now = self.clock.time()
         out: dict[str, tuple[int, float]] = {}
+        if not self.outages.failing():
+            return out
         for key, q in self._queues.items():
             gate = self.outages.gates.get((key[1], key[2]))
             if gate is None or not gate.failing or not len(q):
@@ -213,6 +215,8 @@ class Deliverer:
                     continue  # the root may have been replaced by a newer edit meanwhile
                 record = None
                 async with gate.lock:  # one call at a time per channel
+                    if not len(q):  # expired by another thread while this one queued
+                        continue
                     verdict = await self.outages.enter(gate)
                     if verdict is gates.Verdict.EXPIRED:
                         await self._expire(gate)
