@@ -1,6 +1,8 @@
-"""Delivery without loss: 429 Retry-After, 5xx backoff, bounded tries, permanent errors,
-coalesced edits, Discord, and pending messages surviving a restart (in-process; the kill -9
-variant is in test_alerts_e2e.py). Runs the real sinks against the Slack and Discord fakes."""
+"""Delivery without loss against the Slack and Discord fakes: 429 Retry-After, outages waited
+out (no give-up after a few tries; a horizon), permanent errors at once, coalesced edits and
+replies, a root never delivered posted late, wake-up when the platform answers, probing instead
+of storming, and waiting messages surviving a restart and an upgrade (in-process; the kill -9
+variants are in test_alerts_e2e.py and test_chaos_delivery.py)."""
 
 from __future__ import annotations
 
