@@ -165,6 +165,8 @@ class Settings(BaseSettings):
     retry_limit: int = Field(3, ge=0, le=10)
     degraded_grace: float = Field(60.0, ge=0, le=3600)
     reannounce_interval: float = Field(1800.0, ge=60, le=86400)
+    # how long alert delivery keeps trying a chat channel that fails (seconds or 90m, 24h, 2d)
+    delivery_horizon: float = Field(86400.0, ge=60, le=30 * 86400)
     kube_exec: bool = True
     # Kubernetes namespaces whose Warning events the bot watches (the ones its RBAC grants);
     # empty: all namespaces. Env: comma-separated (CHATOPS_WATCH_NAMESPACES=ai-services,web).
@@ -175,6 +177,23 @@ class Settings(BaseSettings):
     routes: list[Route] = []
     command_names: CommandNames = CommandNames()
     command_prefix: str = ""  # e.g. "argo-" makes /argo-sync
+
+    @field_validator("delivery_horizon", mode="before")
+    @classmethod
+    def _horizon(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        text = v.strip().lower()
+        if (
+            not text
+            or len(text) > 16
+            or not re.fullmatch(r"(\d+(\.\d+)?|(\d+d)?(\d+h)?(\d+m)?(\d+s)?)", text)
+        ):
+            raise ValueError("write seconds or a duration like 90m, 24h or 2d")
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            return float(text)
+        units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+        return float(sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([dhms])", text)))
 
     @field_validator("listen")
     @classmethod

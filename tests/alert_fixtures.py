@@ -33,7 +33,7 @@ FAST = DeliveryPolicy(
     update_interval=0.05,
     backoff_base=0.05,
     backoff_cap=0.2,
-    max_tries=4,
+    probe_interval=0.2,
 )
 
 

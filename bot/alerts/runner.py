@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from bot.alerts import sinks as sink_factory
@@ -33,13 +33,20 @@ from commands.argocd.app import tree_problems
 from commands.context import Services
 from commands.results import Result, Status
 from notifiers.alert import CommitRef, ResourceProblem
-from notifiers.delivery import ChatSink, Deliverer, DeliveryPolicy, OutboxItem
+from notifiers.delivery import ChatSink, Clock, Deliverer, DeliveryPolicy, OutboxItem
 from notifiers.incidents.engine import Engine, Policy, Signal
 from notifiers.routing import Router
 
 log = logging.getLogger(__name__)
 
 SIGNAL_BATCH = 1000
+GAUGE_EVERY = 10.0
+_FAILURE_REASONS = {
+    "retry": "transient",
+    "rate_limited": "rate_limited",
+    "failed": "permanent",
+    "expired": "expired",
+}
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,8 @@ class AlertOptions:
     """What the settings do not cover (tests and benchmarks tune these)."""
 
     policy: Policy | None = None  # default: from settings (grace, re-announce)
-    delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)
+    delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)  # horizon: from settings
+    clock: Clock | None = None  # delivery's clock (tests run hours of backoff in seconds)
     watch_argocd: bool = True
     watch_events: bool = True
     reannounce_every: float | None = None  # how often to look; default min(60, interval / 4)
@@ -136,6 +144,22 @@ class AlertRunner:
             ("platform",),
         )
         self.m_pending = reg.gauge("chatops_alert_outbox_pending", "Alert messages not yet sent")
+        self.m_waiting = reg.gauge(
+            "chatops_alert_outbox_waiting",
+            "Alert messages held back because their chat channel keeps failing",
+            ("platform",),
+        )
+        self.m_oldest = reg.gauge(
+            "chatops_alert_outbox_oldest_waiting_seconds",
+            "Age of the oldest alert message held back by a failing chat channel",
+            ("platform",),
+        )
+        self.m_failures = reg.counter(
+            "chatops_alert_delivery_failures_total",
+            "Failed chat calls and given-up messages, by platform and reason"
+            " (transient, rate_limited: retried; permanent, expired: given up)",
+            ("platform", "reason"),
+        )
         self.m_signals = reg.counter(
             "chatops_alert_signals_total", "Signals from each alert source", ("source",)
         )
@@ -145,8 +169,32 @@ class AlertRunner:
         self.m_messages.inc(platform=item.platform, op=item.op, result=outcome)
         if outcome == "sent":
             self.m_latency.observe(age, platform=item.platform)
-        if self.deliverer is not None:
-            self.m_pending.set(self.deliverer.pending())
+        reason = _FAILURE_REASONS.get(outcome)
+        if reason is not None:
+            self.m_failures.inc(platform=item.platform, reason=reason)
+        self._delivery_gauges()
+
+    def _delivery_gauges(self) -> None:
+        if self.deliverer is None:
+            return
+        self.m_pending.set(self.deliverer.pending())
+        waiting = self.deliverer.waiting()
+        for platform in self.sinks:
+            n, oldest = waiting.get(platform, (0, 0.0))
+            self.m_waiting.set(n, platform=platform)
+            self.m_oldest.set(round(oldest, 1), platform=platform)
+
+    async def _gauge_loop(self) -> None:
+        """Waiting ages grow between delivery outcomes: refresh the gauges meanwhile."""
+        while True:
+            await asyncio.sleep(GAUGE_EVERY)
+            self._delivery_gauges()
+
+    def delivery_health(self) -> dict[str, Any]:
+        """For /readyz detail: "ok", or "waiting" and which chat channels keep failing."""
+        if self.deliverer is None:
+            return {"state": "not started"}
+        return self.deliverer.health()
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self, dispatcher: CommandRegistry | None = None) -> None:
@@ -154,17 +202,26 @@ class AlertRunner:
         pending, refs = await asyncio.to_thread(
             lambda: (self.alert_store.pending_items(), self.alert_store.thread_refs())  # type: ignore[union-attr]
         )
+        delivery = self.options.delivery
+        if delivery.horizon is None:
+            delivery = replace(delivery, horizon=self.settings.delivery_horizon)
         self.deliverer = Deliverer(
-            self.sinks, self.alert_store, self.options.delivery, refs=refs, observe=self._observe
+            self.sinks,
+            self.alert_store,
+            delivery,
+            refs=refs,
+            observe=self._observe,
+            clock=self.options.clock,
         )
         if pending:
             log.info("alerts: %d message(s) from before the restart are pending", len(pending))
         self.deliverer.enqueue(pending)
-        self.m_pending.set(self.deliverer.pending())
+        self._delivery_gauges()
         loop = asyncio.get_running_loop()
         self._tasks += [
             loop.create_task(self._timer_loop(), name="alert-timers"),
             loop.create_task(self._signal_loop(), name="alert-signals"),
+            loop.create_task(self._gauge_loop(), name="alert-delivery-gauges"),
         ]
         self._start_scheduler()
         if dispatcher is not None:

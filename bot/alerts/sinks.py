@@ -1,11 +1,21 @@
 """Chat sinks: where the outbox worker's messages actually leave the process.
 
 Each sink implements ``notifiers.delivery.ChatSink`` for one platform and maps that platform's
-failures onto the three cases the worker acts on: ``RateLimited(retry_after)`` (HTTP 429 or
-Slack's ``ratelimited``), ``Transient`` (5xx, timeouts, connection errors, Slack's
-``internal_error``...) and ``Permanent`` (unknown channel, invalid blocks, bad token). Messages
-are rendered here, at send time, by ``render_slack``/``render_discord``, so the outbox stores the
-neutral Alert and a renderer fix applies to alerts still queued.
+failures onto the three cases the worker acts on (``slack_failure``/``discord_failure``):
+
+- ``RateLimited(retry_after)``: HTTP 429, Slack's ``ratelimited``;
+- ``Transient``: HTTP 5xx, timeouts, refused or reset connections, and the Slack errors its
+  docs call temporary (``internal_error``, ``fatal_error``, ``service_unavailable``,
+  ``request_timeout``, ``team_added_to_org``). The worker holds the channel back and keeps
+  trying for the retry horizon (24 h by default);
+- ``Permanent``: everything else the platform answers: ``channel_not_found``,
+  ``not_in_channel``, ``is_archived``, ``invalid_blocks``, ``invalid_auth``/``token_revoked``
+  on Slack; 400 (invalid form body), 401, 403 (Missing Access) and 404 (Unknown Channel /
+  Message) on Discord. These fail the message at once: an unknown error is permanent, because
+  a message-specific problem treated as transient would stall its whole channel.
+
+Messages are rendered here, at send time, by ``render_slack``/``render_discord``, so the outbox
+stores the neutral Alert and a renderer fix applies to alerts still queued.
 
 Tokens live in the clients' headers only; error texts carry the platform's error code, never
 the request.
@@ -23,7 +33,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.settings import Settings
 from notifiers.alert import Alert
-from notifiers.delivery import ChatSink, Permanent, RateLimited, Transient
+from notifiers.delivery import ChatSink, DeliveryError, Permanent, RateLimited, Transient
 from notifiers.render import discord as render_discord
 from notifiers.render import slack as render_slack
 
@@ -47,6 +57,33 @@ def _retry_after(headers: Mapping[str, str], default: float = 1.0) -> float:
         return default
 
 
+def slack_failure(what: str, status: int, error: str, headers: Mapping[str, str]) -> DeliveryError:
+    """What an unsuccessful Slack Web API answer means for delivery."""
+    error = error or f"HTTP {status}"
+    if status == 429 or error == "ratelimited":
+        return RateLimited(_retry_after(headers), what)
+    if status >= 500 or error in _SLACK_TRANSIENT:
+        return Transient(f"{what}: {error}")
+    return Permanent(f"{what}: {error}")
+
+
+def discord_failure(
+    what: str, status: int, data: Mapping[str, Any], headers: Mapping[str, str]
+) -> DeliveryError | None:
+    """What a Discord REST status means for delivery; None for success."""
+    if status == 429:
+        after = data.get("retry_after")
+        retry = float(after) if isinstance(after, int | float) else _retry_after(headers)
+        return RateLimited(retry, what)
+    if status >= 500:
+        return Transient(f"{what}: HTTP {status}")
+    if status >= 400:
+        code = data.get("code", "")
+        msg = str(data.get("message", ""))[:200]
+        return Permanent(f"{what}: HTTP {status} {code} {msg}".rstrip())
+    return None
+
+
 class SlackSink:
     platform = "slack"
 
@@ -68,14 +105,13 @@ class SlackSink:
         try:
             resp = await self.client.api_call(method, json=params)
         except SlackApiError as e:
-            status = e.response.status_code
-            error = str(e.response.get("error", "")) or f"HTTP {status}"
-            if status == 429 or error == "ratelimited":
-                raise RateLimited(_retry_after(e.response.headers), f"slack {method}") from None
-            if status >= 500 or error in _SLACK_TRANSIENT:
-                raise Transient(f"slack {method}: {error}") from None
-            raise Permanent(f"slack {method}: {error}") from None
-        except (aiohttp.ClientError, TimeoutError) as e:
+            # e.response is a SlackResponse, or the raw HTTP response when the body was no JSON
+            status = int(getattr(e.response, "status_code", 0) or getattr(e.response, "status", 0))
+            data = getattr(e.response, "data", None)
+            error = str(data.get("error", "")) if isinstance(data, dict) else ""
+            headers = getattr(e.response, "headers", None) or {}
+            raise slack_failure(f"slack {method}", status, error, headers) from None
+        except (aiohttp.ClientError, OSError) as e:  # refused, reset, timed out (TimeoutError)
             raise Transient(f"slack {method}: {type(e).__name__}") from None
         return dict(resp.data) if isinstance(resp.data, dict) else {}
 
@@ -152,7 +188,7 @@ class DiscordSink:
                 text = await resp.text()
                 status = resp.status
                 headers = resp.headers
-        except (aiohttp.ClientError, TimeoutError) as e:
+        except (aiohttp.ClientError, OSError) as e:  # refused, reset, timed out (TimeoutError)
             raise Transient(f"discord {method} {path}: {type(e).__name__}") from None
         try:
             data = json.loads(text) if text else {}
@@ -160,16 +196,9 @@ class DiscordSink:
             data = {}
         if not isinstance(data, dict):
             data = {}
-        if status == 429:
-            after = data.get("retry_after")
-            retry = float(after) if isinstance(after, int | float) else _retry_after(headers)
-            raise RateLimited(retry, f"discord {method} {path}")
-        if status >= 500:
-            raise Transient(f"discord {method} {path}: HTTP {status}")
-        if status >= 400:
-            code = data.get("code", "")
-            msg = str(data.get("message", ""))[:200]
-            raise Permanent(f"discord {method} {path}: HTTP {status} {code} {msg}".rstrip())
+        failure = discord_failure(f"discord {method} {path}", status, data, headers)
+        if failure is not None:
+            raise failure
         return data
 
     async def post(self, channel: str, alert: Alert) -> str:

@@ -30,8 +30,8 @@ from notifiers.incidents.engine import Effect, Engine, Policy
 from notifiers.routing import Router, Target
 
 TIMEOUT = 45.0  # the whole delivery, retries included
-# a test fails fast: a few retries of a 5xx or a 429, not the outbox's patient schedule
-POLICY = DeliveryPolicy(max_tries=3, max_rate_limited=3, backoff_base=0.5, backoff_cap=5.0)
+# a test fails fast: retries of a 5xx or a 429 for half a minute, not the outbox's 24 hours
+POLICY = DeliveryPolicy(backoff_base=0.5, backoff_cap=5.0, probe_interval=5.0, horizon=30.0)
 TOKEN_SETTING = {"slack": "CHATOPS_SLACK_BOT_TOKEN", "discord": "CHATOPS_DISCORD_TOKEN"}
 
 

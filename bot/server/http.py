@@ -34,9 +34,24 @@ class Probes:
     """What /readyz reports: named checks, each returning a problem or None."""
 
     checks: dict[str, Callable[[], str | None]] = field(default_factory=dict)
+    # informational state shown under "detail" that does not make the bot unready (e.g. alert
+    # delivery waiting out a chat outage: the platform is down, not us)
+    details: dict[str, Callable[[], object]] = field(default_factory=dict)
 
     def add(self, name: str, check: Callable[[], str | None]) -> None:
         self.checks[name] = check
+
+    def detail(self, name: str, describe: Callable[[], object]) -> None:
+        self.details[name] = describe
+
+    def detail_values(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for name, describe in self.details.items():
+            try:
+                out[name] = describe()
+            except Exception as e:
+                out[name] = f"unavailable: {type(e).__name__}"
+        return out
 
     def problems(self) -> list[str]:
         out = []
@@ -85,7 +100,9 @@ def build_app(registry: Registry, probes: Probes) -> web.Application:
 
     async def readyz(_request: web.Request) -> web.Response:
         problems = probes.problems()
-        body = {"ready": not problems, "problems": problems}
+        body: dict[str, object] = {"ready": not problems, "problems": problems}
+        if probes.details:
+            body["detail"] = probes.detail_values()
         return web.Response(
             status=503 if problems else 200,
             text=json.dumps(body) + "\n",

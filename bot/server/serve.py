@@ -264,6 +264,8 @@ class Bot:
             if self.webhook is not None:
                 self.webhook.attach(self.alerts)
             self.enabled["alerts"] = "on"
+            if hasattr(self.alerts, "delivery_health"):
+                self.probes.detail("alert_delivery", self.alerts.delivery_health)
         except Exception as e:
             log.exception("alerts did not start")
             self.enabled["alerts"] = f"FAILED to start ({type(e).__name__})"

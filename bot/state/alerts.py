@@ -12,7 +12,10 @@ The incident ``Engine`` lives on this thread too: it is only ever touched by wri
 so its memory and the incidents table change together, in the same order. If a COMMIT itself
 fails, the engine is reloaded from the database, so it never remembers what was not stored.
 
-Tables (migration 2 in bot.state.store): incidents, outbox, alert_threads, webhook_dedup.
+Tables (migration 2 in bot.state.store): incidents, outbox, alert_threads, webhook_dedup;
+migration 3 adds the outbox's retry state (``first_failed_at``, with ``tries`` and
+``not_before``): a message waiting out a chat outage stays ``pending`` and reloads after a
+restart, it is never ``failed`` for being early.
 """
 
 from __future__ import annotations
@@ -24,14 +27,14 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bot.state.store import Store
 from notifiers.alert import Alert
-from notifiers.delivery import OutboxItem, ThreadKey
+from notifiers.delivery import OutboxItem, ThreadKey, ThreadRoot
 from notifiers.incidents.engine import Changes, Effect, Engine, Incident, Signal
 
 log = logging.getLogger(__name__)
@@ -150,6 +153,7 @@ def _item_from_row(row: sqlite3.Row) -> OutboxItem:
         tries=int(row["tries"]),
         not_before=float(row["not_before"]),
         created_at=float(row["created_at"]),
+        first_failed_at=None if row["first_failed_at"] is None else float(row["first_failed_at"]),
     )
 
 
@@ -180,13 +184,10 @@ class AlertStore:
         self.engine.load((Incident.from_json(json.loads(r[0])) for r in rows), int(top) + 1)
 
     def pending_items(self) -> list[OutboxItem]:
-        """Pending rows, due now: after a restart nothing waits out an old backoff (the tries
-        already made still count against the limit)."""
+        """Every row still to send, in order, with its retry state: a message that was
+        waiting out an outage before the restart still is (its channel probes first)."""
         rows = self.store.query("SELECT * FROM outbox WHERE status='pending' ORDER BY id")
-        items = [_item_from_row(r) for r in rows]
-        for item in items:
-            item.not_before = 0.0
-        return items
+        return [_item_from_row(r) for r in rows]
 
     def thread_refs(self) -> dict[ThreadKey, str]:
         """Root message refs of incidents not closed yet (closed ones get no more messages)."""
@@ -317,11 +318,18 @@ class AlertStore:
         await self.writer.submit(job)
 
     # -- OutboxPort -----------------------------------------------------------------------
-    async def sent(self, item: OutboxItem, ref: str | None) -> None:
+    async def sent(
+        self, item: OutboxItem, ref: str | None, folded: Sequence[OutboxItem] = ()
+    ) -> None:
         def job(db: sqlite3.Connection) -> None:
+            now = time.time()
             db.execute(
-                "UPDATE outbox SET status='sent', done_at=?, tries=? WHERE id=?",
-                (time.time(), item.tries + 1, item.id),
+                "UPDATE outbox SET status='sent', op=?, done_at=?, tries=?, error=NULL WHERE id=?",
+                (item.op, now, item.tries + 1, item.id),
+            )
+            db.executemany(
+                "UPDATE outbox SET status='merged', done_at=? WHERE id=?",
+                [(now, f.id) for f in folded],
             )
             if ref is not None:
                 db.execute(
@@ -335,8 +343,8 @@ class AlertStore:
     async def retry(self, item: OutboxItem, error: str) -> None:
         await self.writer.submit(
             lambda db: db.execute(
-                "UPDATE outbox SET tries=?, not_before=?, error=? WHERE id=?",
-                (item.tries, item.not_before, error, item.id),
+                "UPDATE outbox SET tries=?, not_before=?, first_failed_at=?, error=? WHERE id=?",
+                (item.tries, item.not_before, item.first_failed_at, error, item.id),
             )
         )
 
@@ -357,3 +365,27 @@ class AlertStore:
             db.execute("UPDATE outbox SET op=? WHERE id=?", (into.op, into.id))
 
         await self.writer.submit(job)
+
+    async def root(self, thread: ThreadKey) -> ThreadRoot:
+        """The thread's root message reference, if it was ever delivered, and its newest
+        stored state (for a thread whose root must be posted late)."""
+
+        def query() -> ThreadRoot:
+            refs = self.store.query(
+                "SELECT ref FROM alert_threads WHERE incident_id=? AND platform=? AND channel=?",
+                thread,
+            )
+            rows = self.store.query(
+                "SELECT payload FROM outbox WHERE incident_id=? AND platform=? AND channel=?"
+                " AND op IN ('post', 'update') ORDER BY id DESC LIMIT 1",
+                thread,
+            )
+            alert = Alert.from_json(json.loads(rows[0][0])["alert"]) if rows else None
+            return ThreadRoot(str(refs[0][0]) if refs else None, alert)
+
+        return await asyncio.to_thread(query)
+
+    # -- queries (tests, metrics) ---------------------------------------------------------
+    def outbox_counts(self) -> dict[str, int]:
+        rows = self.store.query("SELECT status, COUNT(*) FROM outbox GROUP BY status")
+        return {str(r[0]): int(r[1]) for r in rows}

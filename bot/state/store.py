@@ -97,6 +97,19 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX webhook_dedup_received ON webhook_dedup (received_at);
         """,
     ),
+    (
+        3,
+        # delivery that outlives outages (notifiers/delivery): a message waiting out a chat
+        # outage stays pending with its retry state (tries, not_before = next try, and when
+        # its channel started failing); messages that versions before 3 gave up on after ~30 s
+        # of outage, in the last day, are pending again and get delivered after all
+        """
+        ALTER TABLE outbox ADD COLUMN first_failed_at REAL;
+        UPDATE outbox SET status = 'pending', done_at = NULL, first_failed_at = created_at
+            WHERE status = 'failed' AND created_at > CAST(strftime('%s', 'now') AS REAL) - 86400
+            AND (error LIKE 'gave up after %' OR error LIKE 'the incident''s first message %')
+        """,
+    ),
 ]
 
 

@@ -314,7 +314,17 @@ class FakeDiscord(Served, Recorder):
         return msg
 
     def _create(self, cid: str, body: Json) -> Json:
-        return copy.deepcopy(self._new_message(cid, body))
+        extra: Json = {}
+        ref = body.get("message_reference")
+        if isinstance(ref, dict) and ref.get("message_id"):
+            # a reply carries its reference back, type 0 = DEFAULT (a reply): "Message
+            # Reference Structure", discord.com/developers/docs/resources/message
+            extra["message_reference"] = {
+                "type": 0,
+                "message_id": str(ref["message_id"]),
+                "channel_id": str(ref.get("channel_id") or cid),
+            }
+        return copy.deepcopy(self._new_message(cid, body, **extra))
 
     def _edit(self, msg: Json, body: Json) -> None:
         merged = {k: msg.get(k) for k in ("content", "embeds", "components")}

@@ -64,6 +64,11 @@ class Recorder:
         with self.lock:
             self._plans.append(_Planned(n, "fail", status, 0, False, only))
 
+    def clear_failures(self) -> None:
+        """Forget the failures still planned: the service is back (ends an injected outage)."""
+        with self.lock:
+            self._plans.clear()
+
     def take_failure(self, method: str) -> _Planned | None:
         with self.lock:
             for plan in self._plans:
