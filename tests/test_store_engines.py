@@ -109,7 +109,7 @@ def test_replicas_starting_together_migrate_once(pg_server: Any) -> None:
     def open_one() -> None:
         try:
             stores.append(st.Store(url))
-        except BaseException as e:  # noqa: BLE001 - reported below
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=open_one) for _ in range(4)]
