@@ -24,6 +24,18 @@ from bot.state import db
 
 T = TypeVar("T")
 
+_OP_LOCKS = """
+CREATE TABLE op_locks (
+    app TEXT PRIMARY KEY,
+    line TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL
+)
+"""
+
 MIGRATIONS: list[tuple[int, str]] = [
     (
         1,
@@ -100,6 +112,7 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX webhook_dedup_received ON webhook_dedup (received_at);
         """,
     ),
+    (3, "-- op_locks: see bot/state/locks.py\n" + _OP_LOCKS),
 ]
 
 
