@@ -77,10 +77,10 @@ def _progress(args: argparse.Namespace) -> Any:
 
 
 def _store(settings: Settings) -> Any:
-    from bot.state.store import Store, StoreError
+    from bot.state.store import StoreError, open_store
 
     try:
-        return Store(settings.state_db)
+        return open_store(settings)
     except StoreError as e:
         raise ConfigError([str(e)]) from None
 

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bot.settings import Settings
 from bot.state import db
 
 T = TypeVar("T")
@@ -303,3 +304,11 @@ class StoreTimers:
 
     async def pending(self, kind: str, key: str) -> float | None:
         return await self.store.run(self.store.timer_due, kind, key)
+
+
+
+def open_store(settings: Settings) -> Store:
+    """The store ``CHATOPS_STATE_DB`` names; ``CHATOPS_STATE_DB_PASSWORD`` fills in a PostgreSQL
+    password the URL leaves out (so the URL itself need not be a secret)."""
+    pw = settings.state_db_password
+    return Store(settings.state_db, password=pw.get_secret_value() if pw is not None else None)
