@@ -114,6 +114,18 @@ MIGRATIONS: list[tuple[int, str]] = [
         """,
     ),
     (3, "-- op_locks: see bot/state/locks.py\n" + _OP_LOCKS),
+    (
+        4,
+        # webhooks a follower accepted, for the leader's engine (bot/state/inbox.py)
+        """
+        CREATE TABLE webhook_inbox (
+            key TEXT PRIMARY KEY,
+            signals TEXT NOT NULL,
+            received_at REAL NOT NULL
+        );
+        CREATE INDEX webhook_inbox_received ON webhook_inbox (received_at)
+        """,
+    ),
 ]
 
 
@@ -304,7 +316,6 @@ class StoreTimers:
 
     async def pending(self, kind: str, key: str) -> float | None:
         return await self.store.run(self.store.timer_due, kind, key)
-
 
 
 def open_store(settings: Settings) -> Store:
