@@ -171,7 +171,14 @@ class Settings(BaseSettings):
     # Kubernetes namespaces whose Warning events the bot watches (the ones its RBAC grants);
     # empty: all namespaces. Env: comma-separated (CHATOPS_WATCH_NAMESPACES=ai-services,web).
     watch_namespaces: list[str] | str = []
-    leader_election: bool = False
+    # high availability: a postgresql:// state_db turns on leader election on a Lease
+    state_db_password: SecretStr | None = None
+    lease_name: str = "argocd-chatops"
+    lease_namespace: str | None = None  # default: the pod's own namespace
+    instance_id: str | None = None  # default: the hostname (the pod name)
+    lease_duration: float = Field(15.0, ge=2, le=300)
+    lease_renew_deadline: float = Field(10.0, ge=1, le=299)
+    lease_retry_period: float = Field(2.0, ge=0.1, le=60)
     # YAML-only structures (also settable as JSON in env)
     authorization: Authorization = Authorization()
     routes: list[Route] = []
@@ -265,6 +272,33 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    @model_validator(mode="after")
+    def _lease_timings(self) -> Settings:
+        if not self.lease_retry_period < self.lease_renew_deadline < self.lease_duration:
+            raise ValueError(
+                "lease timings need CHATOPS_LEASE_RETRY_PERIOD < CHATOPS_LEASE_RENEW_DEADLINE"
+                " < CHATOPS_LEASE_DURATION (client-go's defaults: 2 < 10 < 15)"
+            )
+        return self
+
+    @field_validator("state_db")
+    @classmethod
+    def _state_db(cls, v: str) -> str:
+        if v.startswith(("postgresql://", "postgres://")):
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(v)
+            if not parts.hostname or not parts.path.strip("/"):
+                raise ValueError("must be postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+        elif "://" in v and not v.startswith("sqlite://"):
+            raise ValueError("must be a file path, sqlite:///PATH or postgresql://…")
+        return v
+
+    @property
+    def shared_state(self) -> bool:
+        """PostgreSQL: several replicas share state, and leader election is on."""
+        return self.state_db.startswith(("postgresql://", "postgres://"))
 
     @property
     def uses_git_app(self) -> bool:

@@ -65,3 +65,20 @@ async def svc(argo: FakeArgoCD, kube_fake: FakeKube, store: Store) -> AsyncItera
     yield services
     await services.argocd.aclose()
     client.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """One real PostgreSQL server for the session (tests/pg.py); each test takes a database."""
+    from tests import pg
+
+    with pg.server() as srv:
+        yield srv
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_target(request: Any, tmp_path: Any) -> str:
+    """A fresh state database on each engine: the same test runs against both stores."""
+    if request.param == "sqlite":
+        return str(tmp_path / "state.db")
+    return str(request.getfixturevalue("pg_server").create_database())

@@ -4,19 +4,19 @@ names ``CHATOPS_STATE_DB``, never a traceback."""
 
 from __future__ import annotations
 
-import sqlite3
-
 from bot.settings import ConfigError, Settings
-from bot.state.store import Store, StoreError
+from bot.state import db
+from bot.state import store as state
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings) -> state.Store:
+    failures: tuple[type[BaseException], ...] = (OSError, *db.errors())
     try:
-        return Store(settings.state_db)
-    except StoreError as e:
+        return state.open_store(settings)
+    except state.StoreError as e:
         raise ConfigError([f"CHATOPS_STATE_DB: {e}"]) from None
-    except (OSError, sqlite3.Error) as e:
+    except failures as e:
         reason = getattr(e, "strerror", None) or str(e)
         raise ConfigError(
-            [f"CHATOPS_STATE_DB: cannot open {settings.state_db} ({reason})."]
+            [f"CHATOPS_STATE_DB: cannot open {db.redact(settings.state_db)} ({reason})."]
         ) from None

@@ -37,7 +37,7 @@ from bot.server import wiring
 from bot.server.http import HttpServer, Probes, build_app
 from bot.settings import ConfigError, Settings
 from bot.state.scheduler import SelfHealScheduler
-from bot.state.store import Store, StoreError
+from bot.state.store import Store, StoreError, open_store
 from commands.context import Services
 
 log = logging.getLogger("chatops.serve")
@@ -98,7 +98,7 @@ class Bot:
     async def start(self) -> None:
         s = self.settings
         try:
-            self.store = await asyncio.to_thread(Store, s.state_db)
+            self.store = await asyncio.to_thread(open_store, s)
         except StoreError as e:
             raise ConfigError([str(e)]) from None
         except OSError as e:

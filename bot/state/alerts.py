@@ -24,7 +24,6 @@ import asyncio
 import json
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -32,6 +31,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from bot.state.db import errors as db_errors
 from bot.state.store import Store
 from notifiers.alert import Alert
 from notifiers.delivery import OutboxItem, ThreadKey, ThreadRoot
@@ -39,7 +39,7 @@ from notifiers.incidents.engine import Changes, Effect, Engine, Incident, Signal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Job = tuple[Callable[[sqlite3.Connection], Any], Future[Any]]
+Job = tuple[Callable[[Any], Any], Future[Any]]
 
 MAX_BATCH = 2000
 DEDUP_TTL = 86400.0  # Argo CD retries within seconds; a day is plenty
@@ -57,12 +57,12 @@ class GroupCommitWriter:
         self.batches = 0
         self.jobs = 0
 
-    def submit_sync(self, fn: Callable[[sqlite3.Connection], T]) -> Future[T]:
+    def submit_sync(self, fn: Callable[[Any], T]) -> Future[T]:
         fut: Future[T] = Future()
         self._q.put((fn, fut))
         return fut
 
-    async def submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def submit(self, fn: Callable[[Any], T]) -> T:
         return await asyncio.wrap_future(self.submit_sync(fn))
 
     def close(self, timeout: float = 10.0) -> None:
@@ -116,7 +116,7 @@ class GroupCommitWriter:
                         db.execute(f"RELEASE j{n}")
                         results.append((fut, True, value))
                 db.execute("COMMIT")
-            except sqlite3.Error as e:
+            except db_errors() as e:
                 log.error("state database commit failed: %s", e)
                 if db.in_transaction:
                     db.execute("ROLLBACK")
@@ -140,7 +140,7 @@ class Ingested:
     items: list[OutboxItem]
 
 
-def _item_from_row(row: sqlite3.Row) -> OutboxItem:
+def _item_from_row(row: Any) -> OutboxItem:
     payload = json.loads(row["payload"])
     return OutboxItem(
         id=int(row["id"]),
@@ -173,14 +173,14 @@ class AlertStore:
     def _reload_sync(self) -> None:
         self._reload(self.store._db)
 
-    def _reload(self, db: sqlite3.Connection) -> None:
+    def _reload(self, db: Any) -> None:
         rows = db.execute(
             "SELECT data FROM incidents WHERE state != 'closed' ORDER BY id"
         ).fetchall()
-        top = db.execute(
-            "SELECT MAX(COALESCE((SELECT MAX(id) FROM incidents), 0),"
-            " COALESCE((SELECT MAX(incident_id) FROM outbox), 0))"
-        ).fetchone()[0]
+        top = max(
+            int(db.execute("SELECT COALESCE(MAX(id), 0) FROM incidents").fetchone()[0]),
+            int(db.execute("SELECT COALESCE(MAX(incident_id), 0) FROM outbox").fetchone()[0]),
+        )
         self.engine.load((Incident.from_json(json.loads(r[0])) for r in rows), int(top) + 1)
 
     def pending_items(self) -> list[OutboxItem]:
@@ -199,13 +199,15 @@ class AlertStore:
         return {(int(r[0]), str(r[1]), str(r[2])): str(r[3]) for r in rows}
 
     # -- writer functions (run on the writer thread, inside the batch transaction) ---------
-    def _write(self, db: sqlite3.Connection, ch: Changes, now: float) -> list[OutboxItem]:
+    def _write(self, db: Any, ch: Changes, now: float) -> list[OutboxItem]:
         for inc_id in ch.dropped:
             db.execute("DELETE FROM incidents WHERE id=?", (inc_id,))
         for inc in ch.saved.values():
             db.execute(
-                "INSERT OR REPLACE INTO incidents (id, key, app, state, data, opened_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO incidents (id, key, app, state, data, opened_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET key=excluded.key,"
+                " app=excluded.app, state=excluded.state, data=excluded.data,"
+                " opened_at=excluded.opened_at, updated_at=excluded.updated_at",
                 (
                     inc.id,
                     inc.key,
@@ -224,12 +226,13 @@ class AlertStore:
             for t in eff.targets:
                 cur = db.execute(
                     "INSERT INTO outbox (incident_id, platform, channel, op, payload, not_before,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (eff.incident_id, t.platform, t.channel, eff.op, payload, now, now),
                 )
+                new_id = int(cur.fetchone()[0])
                 items.append(
                     OutboxItem(
-                        id=int(cur.lastrowid or 0),
+                        id=new_id,
                         incident_id=eff.incident_id,
                         platform=t.platform,
                         channel=t.channel,
@@ -242,9 +245,7 @@ class AlertStore:
                 )
         return items
 
-    def _guarded(
-        self, db: sqlite3.Connection, step: Callable[[float], Changes]
-    ) -> list[OutboxItem]:
+    def _guarded(self, db: Any, step: Callable[[float], Changes]) -> list[OutboxItem]:
         # on an exception the writer rolls back to this job's savepoint and reloads the engine
         # from the database, so the engine never remembers what was not stored
         now = time.time()
@@ -253,10 +254,11 @@ class AlertStore:
     async def ingest(self, signals: Iterable[Signal], dedup_key: str | None = None) -> Ingested:
         signals = list(signals)
 
-        def job(db: sqlite3.Connection) -> Ingested:
+        def job(db: Any) -> Ingested:
             if dedup_key is not None:
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO webhook_dedup (key, received_at) VALUES (?, ?)",
+                    "INSERT INTO webhook_dedup (key, received_at) VALUES (?, ?)"
+                    " ON CONFLICT DO NOTHING",
                     (dedup_key, time.time()),
                 )
                 if cur.rowcount == 0:
@@ -282,7 +284,7 @@ class AlertStore:
     async def acknowledge(
         self, ref: str, by: str
     ) -> tuple[Incident | None, bool, list[OutboxItem]]:
-        def job(db: sqlite3.Connection) -> tuple[Incident | None, bool, list[OutboxItem]]:
+        def job(db: Any) -> tuple[Incident | None, bool, list[OutboxItem]]:
             out: list[Any] = []
 
             def step(now: float) -> Changes:
@@ -303,7 +305,7 @@ class AlertStore:
 
         history = time.time() - HISTORY_TTL
 
-        def job(db: sqlite3.Connection) -> None:
+        def job(db: Any) -> None:
             db.execute("DELETE FROM webhook_dedup WHERE received_at < ?", (cutoff,))
             db.execute("DELETE FROM outbox WHERE status != 'pending' AND done_at < ?", (cutoff,))
             db.execute(
@@ -321,7 +323,7 @@ class AlertStore:
     async def sent(
         self, item: OutboxItem, ref: str | None, folded: Sequence[OutboxItem] = ()
     ) -> None:
-        def job(db: sqlite3.Connection) -> None:
+        def job(db: Any) -> None:
             now = time.time()
             db.execute(
                 "UPDATE outbox SET status='sent', op=?, done_at=?, tries=?, error=NULL WHERE id=?",
@@ -333,8 +335,9 @@ class AlertStore:
             )
             if ref is not None:
                 db.execute(
-                    "INSERT OR REPLACE INTO alert_threads (incident_id, platform, channel, ref)"
-                    " VALUES (?, ?, ?, ?)",
+                    "INSERT INTO alert_threads (incident_id, platform, channel, ref)"
+                    " VALUES (?, ?, ?, ?) ON CONFLICT (incident_id, platform, channel)"
+                    " DO UPDATE SET ref=excluded.ref",
                     (item.incident_id, item.platform, item.channel, ref),
                 )
 
@@ -357,7 +360,7 @@ class AlertStore:
         )
 
     async def merged(self, superseded: OutboxItem, into: OutboxItem) -> None:
-        def job(db: sqlite3.Connection) -> None:
+        def job(db: Any) -> None:
             db.execute(
                 "UPDATE outbox SET status='merged', done_at=? WHERE id=?",
                 (time.time(), superseded.id),

@@ -1,7 +1,9 @@
-"""The state store: one SQLite file (default ./chatops.db) with versioned migrations.
+"""The state store: one SQLite file (default ./chatops.db), or a PostgreSQL database shared by
+several replicas, with versioned migrations.
 
-SQLite in WAL mode with ``synchronous=FULL``: a row is on disk when ``commit`` returns, which is
-what "an accepted alert survives a crash" needs. One connection guarded by a lock; callers on the
+SQLite in WAL mode with ``synchronous=FULL`` (PostgreSQL with its default ``synchronous_commit``):
+a row is on disk when ``commit`` returns, which is what "an accepted alert survives a crash"
+needs. One connection guarded by a lock; callers on the
 event loop use the ``a*`` coroutine wrappers, which run the statement in a worker thread.
 Later features add tables by appending to ``MIGRATIONS``; a database newer than the code is
 refused rather than guessed at.
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,7 +20,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bot.settings import Settings
+from bot.state import db
+
 T = TypeVar("T")
+
+_OP_LOCKS = """
+CREATE TABLE op_locks (
+    app TEXT PRIMARY KEY,
+    line TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL
+)
+"""
 
 MIGRATIONS: list[tuple[int, str]] = [
     (
@@ -105,9 +121,23 @@ MIGRATIONS: list[tuple[int, str]] = [
         # of outage, in the last day, are pending again and get delivered after all
         """
         ALTER TABLE outbox ADD COLUMN first_failed_at REAL;
+        -- sqlite-only (PostgreSQL stores start at this version: nothing to fix)
         UPDATE outbox SET status = 'pending', done_at = NULL, first_failed_at = created_at
             WHERE status = 'failed' AND created_at > CAST(strftime('%s', 'now') AS REAL) - 86400
             AND (error LIKE 'gave up after %' OR error LIKE 'the incident''s first message %')
+        """,
+    ),
+    (4, "-- op_locks: see bot/state/locks.py\n" + _OP_LOCKS),
+    (
+        5,
+        # webhooks a follower accepted, for the leader's engine (bot/state/inbox.py)
+        """
+        CREATE TABLE webhook_inbox (
+            key TEXT PRIMARY KEY,
+            signals TEXT NOT NULL,
+            received_at REAL NOT NULL
+        );
+        CREATE INDEX webhook_inbox_received ON webhook_inbox (received_at)
         """,
     ),
 ]
@@ -117,49 +147,88 @@ class StoreError(Exception):
     pass
 
 
+_MIGRATION_LOCK = 0x63686174  # "chat": the advisory lock id replicas take to migrate
+
+
+SQLITE_ONLY = "-- sqlite-only"
+
+
+def _for_postgres(sql: str) -> str:
+    """A migration without its statements marked ``-- sqlite-only`` (data fixes for SQLite files
+    written by versions that predate the PostgreSQL store)."""
+    return ";".join(st for st in sql.split(";") if SQLITE_ONLY not in st)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300]
+
+
 class Store:
-    def __init__(self, path: str | Path) -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+    """The state store on SQLite (a path or ``sqlite:///path``) or PostgreSQL (``postgresql://``).
+
+    One connection guarded by a lock, the same SQL on both engines (``bot.state.db``); the schema
+    version lives in SQLite's ``user_version`` or in PostgreSQL's ``chatops_schema`` table.
+    """
+
+    def __init__(self, target: str | Path, *, password: str | None = None) -> None:
+        target = str(target)
+        self.postgres = db.is_postgres(target)
+        self._db: Any
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        except sqlite3.Error as e:
-            raise StoreError(f"Cannot open the state database {self.path}: {e}") from e
+            if self.postgres:
+                self.path = db.redact(target)
+                self._db = db.PgConnection(db.with_password(target, password))
+            else:
+                self.path = db.sqlite_path(target)
+                self._db = db.open_sqlite(self.path)
+        except db.errors() as e:
+            raise StoreError(f"Cannot open the state database {self.path}: {_one_line(e)}") from e
         self._lock = threading.RLock()
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.execute("PRAGMA foreign_keys=ON")
         self.migrate()
 
     # -- schema ---------------------------------------------------------------------------
     @property
     def version(self) -> int:
+        if self.postgres:
+            self._db.execute("CREATE TABLE IF NOT EXISTS chatops_schema (version BIGINT NOT NULL)")
+            row = self._db.execute("SELECT MAX(version) FROM chatops_schema").fetchone()
+            return int(row[0] or 0)
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     def migrate(self) -> None:
         latest = max(v for v, _ in MIGRATIONS)
         with self._lock:
-            current = self.version
-            if current > latest:
-                raise StoreError(
-                    f"The state database {self.path} has schema version {current}, newer than "
-                    f"this program knows ({latest}). Upgrade argocd-chatops or use another file."
-                )
-            for version, sql in sorted(MIGRATIONS):
-                if version <= current:
-                    continue
-                with self.transaction() as db:
+            if self.postgres:  # replicas starting together: one migrates, the others wait
+                self._db.execute("SELECT pg_advisory_lock(?)", (_MIGRATION_LOCK,))
+            try:
+                self._migrate(latest)
+            finally:
+                if self.postgres:
+                    self._db.execute("SELECT pg_advisory_unlock(?)", (_MIGRATION_LOCK,))
+
+    def _migrate(self, latest: int) -> None:
+        current = self.version
+        if current > latest:
+            raise StoreError(
+                f"The state database {self.path} has schema version {current}, newer than "
+                f"this program knows ({latest}). Upgrade argocd-chatops or use another database."
+            )
+        for version, sql in sorted(MIGRATIONS):
+            if version <= current:
+                continue
+            with self.transaction() as conn:
+                if self.postgres:
+                    conn.executescript_ddl(_for_postgres(sql))
+                    conn.execute("INSERT INTO chatops_schema (version) VALUES (?)", (version,))
+                else:
                     for statement in sql.split(";"):
                         if statement.strip():
-                            db.execute(statement)
-                    db.execute(f"PRAGMA user_version = {int(version)}")
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {int(version)}")
 
     # -- plumbing -------------------------------------------------------------------------
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[Any]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -170,13 +239,13 @@ class Store:
             else:
                 self._db.execute("COMMIT")
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         with self._lock:
-            return self._db.execute(sql, params)
+            return self._db.execute(sql, tuple(params))
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
-            return list(self._db.execute(sql, params).fetchall())
+            return list(self._db.execute(sql, tuple(params)).fetchall())
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -199,7 +268,8 @@ class Store:
         )
 
     def cancel_timer(self, kind: str, key: str) -> bool:
-        return self.execute("DELETE FROM timers WHERE kind=? AND key=?", (kind, key)).rowcount > 0
+        cur = self.execute("DELETE FROM timers WHERE kind=? AND key=?", (kind, key))
+        return bool(cur.rowcount > 0)
 
     def timer_due(self, kind: str, key: str) -> float | None:
         rows = self.query("SELECT due_at FROM timers WHERE kind=? AND key=?", (kind, key))
@@ -226,10 +296,10 @@ class Store:
     ) -> int:
         cur = self.execute(
             "INSERT INTO audit (platform, user_id, user_name, channel, command, args, app,"
-            " started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (platform, user_id, user_name, channel, command, args, app, time.time()),
         )
-        return int(cur.lastrowid or 0)
+        return int(cur.fetchone()[0])
 
     def audit_end(self, audit_id: int, outcome: str, detail: str = "") -> None:
         self.execute(
@@ -269,3 +339,10 @@ class StoreTimers:
 
     async def pending(self, kind: str, key: str) -> float | None:
         return await self.store.run(self.store.timer_due, kind, key)
+
+
+def open_store(settings: Settings) -> Store:
+    """The store ``CHATOPS_STATE_DB`` names; ``CHATOPS_STATE_DB_PASSWORD`` fills in a PostgreSQL
+    password the URL leaves out (so the URL itself need not be a secret)."""
+    pw = settings.state_db_password
+    return Store(settings.state_db, password=pw.get_secret_value() if pw is not None else None)

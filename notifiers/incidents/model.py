@@ -45,6 +45,23 @@ class Signal:
     event: EventCount | None = None  # warnings: count = NEW occurrences in this signal
 
 
+def signal_to_json(s: Signal) -> dict[str, Any]:
+    """A Signal as JSON (a follower replica hands webhooks to the leader through the store)."""
+    out = {f.name: getattr(s, f.name) for f in fields(s)}
+    out["resources"] = [vars(r) for r in s.resources]
+    out["commit"] = None if s.commit is None else vars(s.commit)
+    out["event"] = None if s.event is None else vars(s.event)
+    return out
+
+
+def signal_from_json(data: dict[str, Any]) -> Signal:
+    d = {k: v for k, v in data.items() if k in {f.name for f in fields(Signal)}}
+    d["resources"] = tuple(ResourceProblem(**r) for r in d.get("resources", ()))
+    d["commit"] = None if d.get("commit") is None else CommitRef(**d["commit"])
+    d["event"] = None if d.get("event") is None else EventCount(**d["event"])
+    return Signal(**d)
+
+
 @dataclass(frozen=True)
 class Policy:
     degraded_grace: float = 60.0
