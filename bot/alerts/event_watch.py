@@ -180,6 +180,7 @@ class EventWatch:
         self.watches = 0
         self.events = 0
         self.ready = threading.Event()
+        self.failing: str | None = None  # why the watch broke, until it is open again (/readyz)
         self._stop = threading.Event()
         self._resp: Any = None
         self._thread = threading.Thread(target=self._run, name="k8s-events", daemon=True)
@@ -291,6 +292,7 @@ class EventWatch:
                 raise Gone() from None
             raise
         self._resp = resp
+        self.failing = None
         try:
             for line in _lines(resp):
                 if self._stop.is_set():
@@ -333,10 +335,12 @@ class EventWatch:
                     continue
                 except Exception as e:
                     log.warning("Kubernetes events: re-list failed: %s", type(e).__name__)
+                    self.failing = f"re-list failed: {type(e).__name__}"
             except Exception as e:
                 if self._stop.is_set():
                     return
                 log.warning("Kubernetes events watch: %s; reconnecting", describe(e))
+                self.failing = describe(e)
             self._stop.wait(backoff.delay())
 
 

@@ -7,8 +7,11 @@ listener and the Socket Mode connection, refuse new commands), let running comma
 record them as interrupted, then close the chat clients, the scheduler and the store.
 
 What is missing is not fatal: the bot starts with what it has and says at start-up, one line per
-feature, what is enabled and what is not (never a secret). ``/readyz`` is 503 until the store is
-open and Argo CD is configured.
+feature, what is enabled and what is not (never a secret). ``/readyz`` is 503, naming the
+integration, while the store is closed, Argo CD is not configured, or an enabled integration is
+down: Slack's auth.test has not succeeded (retried in the background), the Discord gateway is
+not connected (its start is retried with capped backoff), the alert pipeline failed to start, or
+a watch is failing.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ import aiohttp
 
 from bot.chat.dispatch import Dispatcher
 from bot.chat.slack import SlackAdapter, group_resolver, make_client
+from bot.http_limits import HttpLimits
 from bot.metrics import Registry
 from bot.server import wiring
 from bot.server.http import HttpServer, Probes, build_app
 from bot.settings import ConfigError, Settings
+from bot.state.replay import ReplayGuard
 from bot.state.scheduler import SelfHealScheduler
 from bot.state.store import Store, StoreError
 from commands.context import Services
@@ -81,6 +86,8 @@ class Bot:
         self.scheduler: SelfHealScheduler | None = None
         self.discord: Any = None
         self.alerts: Any = None
+        self.replays: ReplayGuard | None = None
+        self._alerts_problem: str | None = None
         self._session: aiohttp.ClientSession | None = None
         self._store_open = False
         self.enabled: dict[str, str] = {}  # feature -> one line, for the start-up log
@@ -113,6 +120,7 @@ class Bot:
             ),
         )
         self._build_services()
+        self.replays = ReplayGuard(self.store, metrics=self.metrics)
 
         slack_client = None
         if s.slack_bot_token is not None:
@@ -132,7 +140,7 @@ class Bot:
             )
             self.services.timers = self.scheduler.timers()
 
-        app = build_app(self.metrics, self.probes)
+        app = build_app(self.metrics, self.probes, http_limits(s))
         if slack_client is not None:
             self._setup_slack(slack_client)
             if self.slack is not None and not self.slack.socket_mode:
@@ -196,7 +204,8 @@ class Bot:
                 "or set CHATOPS_SLACK_APP_TOKEN for Socket Mode)"
             )
             return
-        self.slack = SlackAdapter(s, self.dispatcher, client)
+        self.slack = SlackAdapter(s, self.dispatcher, client, replays=self.replays)
+        self.probes.add("slack", self.slack.auth_problem)
 
     async def _start_slack(self) -> None:
         slack = self.slack
@@ -245,20 +254,22 @@ class Bot:
         if self.settings.discord_token is None:
             self.enabled["discord"] = "off (CHATOPS_DISCORD_TOKEN is not set)"
             return
-        module = _optional("bot.chat.discord")
+        module = _optional("bot.chat.discord_supervisor")
         if module is None:
             self.enabled["discord"] = "not available in this build"
             return
-        try:
-            self.discord = await module.start_discord(self.settings, self.dispatcher)
-            self.enabled["discord"] = "gateway connected" + (
+        self.discord = module.DiscordSupervisor.for_settings(
+            self.settings, self.dispatcher, replays=self.replays
+        )
+        self.probes.add("discord", self.discord.problem)
+        if await self.discord.start():
+            self.enabled["discord"] = "gateway connecting" + (
                 f", commands synced to guild {self.settings.discord_guild_id}"
                 if self.settings.discord_guild_id
                 else ""
             )
-        except Exception as e:
-            log.exception("Discord did not start")
-            self.enabled["discord"] = f"FAILED to start ({type(e).__name__})"
+        else:
+            self.enabled["discord"] = f"FAILED to start ({self.discord.error}); retrying"
 
     async def _start_alerts(self) -> None:
         module = _optional("bot.alerts.runner")
@@ -266,6 +277,8 @@ class Bot:
             self.enabled["alerts"] = "not available in this build"
             return
         sinks = {"slack": self.slack, "discord": self.discord}
+        self.probes.add("alerts", lambda: self._alerts_problem)
+        self.probes.add("watches", self._watch_problem)
         try:
             runner = module.start(
                 self.settings, self.store, self.services, sinks, self.metrics, self.dispatcher
@@ -274,7 +287,17 @@ class Bot:
             self.enabled["alerts"] = "on"
         except Exception as e:
             log.exception("alerts did not start")
+            self._alerts_problem = f"failed to start ({type(e).__name__})"
             self.enabled["alerts"] = f"FAILED to start ({type(e).__name__})"
+
+    def _watch_problem(self) -> str | None:
+        """A watch that lost its stream and has not delivered since (it keeps reconnecting)."""
+        failing = [
+            f"{name}: {problem}"
+            for name in ("app_watch", "event_watch")
+            if (problem := getattr(getattr(self.alerts, name, None), "failing", None))
+        ]
+        return "; ".join(failing) or None
 
     # -- announcements (the scheduler's "self-heal is back on") -----------------------------------
     async def announce(self, text: str) -> None:
@@ -322,6 +345,15 @@ class Bot:
             self._store_open = False
             self.store.close()
         log.info("stopped")
+
+
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        header_timeout=settings.http_header_timeout,
+        body_timeout=settings.http_body_timeout,
+        keepalive_timeout=settings.http_keepalive_timeout,
+        max_connections=settings.http_max_connections,
+    )
 
 
 def _optional(module: str) -> Any | None:
