@@ -122,9 +122,7 @@ def _pod(name: str, labels: dict[str, str] | None = None, owner: dict | None = N
 def event_watch(kube: FakeKube, emitted: Emitted, **kw) -> ew.EventWatch:
     client = api_client(kube)
     apps = kw.pop("apps", {})
-    correlator = ew.Correlator(
-        client, apps_in=lambda ns: frozenset(apps.get(ns, ())), knows=None
-    )
+    correlator = ew.Correlator(client, apps_in=lambda ns: frozenset(apps.get(ns, ())), knows=None)
     w = ew.EventWatch(client, correlator, emitted, timeout_seconds=2, backoff=FAST, **kw)
     w.start()
     assert w.ready.wait(5)
