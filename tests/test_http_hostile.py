@@ -400,9 +400,8 @@ async def test_connections_over_the_cap_get_503(
 
 
 def _open(h: SlackHarness) -> int:
-    assert h.bot.http is not None and h.bot.http._runner is not None
-    server = h.bot.http._runner.server
-    return len(server.connections) if server is not None else -1
+    assert h.bot.http is not None
+    return h.bot.http.connections
 
 
 def test_signature_check_matches_slacks_documented_example() -> None:

@@ -4,12 +4,10 @@
 Every slash command and button is acked at once and the work runs as a tracked task, so Slack's
 3-second limit holds however long a sync takes (and a shutdown can wait for those tasks).
 
-``POST /slack/events`` authenticates before it parses: the signature headers are checked first
-(401 without reading the body), the body is read within the server's limits (413, 408), the
-HMAC is verified on those exact bytes (401), and only then does bolt parse it (400 when a signed
-body is malformed: never a 5xx). Bolt's own verification is off, as the request was verified
-once already. Each request's identities (the signature, its ``trigger_id``) go to the replay
-guard before anything runs: a repeat is acked like any request and does nothing.
+``POST /slack/events`` (``bot.chat.slack_http``) authenticates on the raw bytes before anything
+parses them, and never answers a 5xx. Each request's identities (its signature, its
+``trigger_id``) go to the replay guard before anything runs: a repeat is acked like any request
+and does nothing.
 
 A command shows up as ONE channel message (``chat.postMessage``, its ``ts`` kept) edited with
 ``chat.update`` as steps complete, ending with the Result and its buttons. Buttons carry the
@@ -24,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
@@ -32,8 +29,6 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
-from slack_bolt.request.async_request import AsyncBoltRequest
-from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -42,9 +37,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.chat import slack_signature
 from bot.chat.dispatch import Dispatcher, Invocation
-from bot.http_limits import BodyRefused, read_body, refusal
+from bot.chat.slack_http import RETRY_CTX, SIGNATURE_CTX, SlackEvents
 from bot.settings import Settings
 from bot.state.replay import Identity, ReplayCheckFailed, ReplayGuard
 from commands.results import Result, Step
@@ -57,17 +51,8 @@ LINK_PREFIX = "chatops:link:"
 CONFIRM_ACTION = "chatops:confirm"
 CANCEL_ACTION = "chatops:cancel"
 RATE_LIMIT_RETRIES = 5
-# Ack first: while Slack requests keep arriving, command work waits (at most BURST_MAX_DEFER)
-# until none came for BURST_QUIET, so a burst of commands is acked before any of them starts
-# hogging the event loop with API calls. The work itself has no deadline; the ack has 3 s.
-BURST_QUIET = 0.01
-BURST_MAX_DEFER = 0.25
 _NO_CHANNEL = ("not_in_channel", "channel_not_found", "is_archived")
 AUTH_RETRY_FIRST, AUTH_RETRY_CAP = 1.0, 60.0  # auth.test retried in the background until it works
-_SIGNATURE_CTX = "chatops_signature"  # bolt context keys set by handle_http
-_RETRY_CTX = "chatops_retry"
-# what parsing a signed but malformed body can raise inside bolt's request constructor
-_MALFORMED = (ValueError, RecursionError, TypeError, AttributeError, KeyError)
 
 
 def retry_handlers() -> list[Any]:
@@ -234,9 +219,8 @@ class SlackAdapter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._socket: Any = None
         self._connecting: asyncio.Task[Any] | None = None
-        self._last_request = 0.0
         secret = settings.slack_signing_secret
-        self._secret = secret.get_secret_value().encode() if secret else None
+        self.events = SlackEvents(self, secret.get_secret_value().encode() if secret else None)
 
         async def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
             # the bot's own identity from one cached auth.test, so a burst of first requests
@@ -259,7 +243,7 @@ class SlackAdapter:
             authorize=authorize,
             logger=bolt_log,
             signing_secret=secret.get_secret_value() if secret else None,
-            request_verification_enabled=False,  # handle_http verified it, before parsing
+            request_verification_enabled=False,  # slack_http verified it, before parsing
             process_before_response=True,  # our listeners only ack and start a task
             name="chatops",
         )
@@ -312,36 +296,7 @@ class SlackAdapter:
             return self.identity
 
     def mount(self, web_app: web.Application, path: str = "/slack/events") -> None:
-        web_app.router.add_post(path, self.handle_http)
-
-    async def handle_http(self, request: web.Request) -> web.Response:
-        """Verify (headers, then the HMAC of the raw bytes) -> parse -> bolt -> aiohttp."""
-        self._last_request = time.monotonic()
-        try:
-            signed = slack_signature.check_headers(request.headers, time.time())
-        except slack_signature.Rejected as e:
-            return _unauthorized(e.reason)
-        try:
-            raw = await read_body(request)
-        except BodyRefused as e:
-            return refusal(e.status, "body refused", e.message)
-        if self._secret is None or not signed.verify(self._secret, raw):
-            return _unauthorized("the signature does not match the body")
-        headers: dict[str, str | Sequence[str]] = {}
-        for key, value in request.headers.items():
-            headers.setdefault(key.lower(), value)
-        try:
-            retry = slack_signature.retry_number(request.headers)
-            bolt_request = AsyncBoltRequest(
-                body=raw.decode("utf-8"),  # strict: Slack sends UTF-8
-                query=request.query_string,
-                headers=headers,
-                context={_SIGNATURE_CTX: signed.identity, _RETRY_CTX: retry},
-            )
-        except (*_MALFORMED, slack_signature.Rejected) as e:
-            log.info("Slack: a signed request was malformed (%s)", type(e).__name__)
-            return refusal(400, "malformed request", "the body is not a Slack request")
-        return to_aiohttp(await self.app.async_dispatch(bolt_request))
+        web_app.router.add_post(path, self.events.handle)
 
     async def start_socket_mode(self) -> None:
         from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -459,7 +414,7 @@ class SlackAdapter:
         """What makes this request unique: its signature (HTTP mode), its trigger_id, and the
         event_id of an Events API delivery."""
         out: list[Identity] = []
-        signature = context.get(_SIGNATURE_CTX)
+        signature = context.get(SIGNATURE_CTX)
         if isinstance(signature, str):
             out.append(("signature", signature))
         for kind in ("trigger_id", "event_id"):
@@ -472,7 +427,7 @@ class SlackAdapter:
         """False for a repeat (already acked; nothing may run) or when it cannot be told."""
         if self.replays is None:
             return True
-        retry = context.get(_RETRY_CTX) is not None
+        retry = context.get(RETRY_CTX) is not None
         if retry and all(kind == "signature" for kind, _ in identities):
             # Slack re-signs its retries: without an id there is no telling it from the original
             self.replays.repeated("slack", "retry")
@@ -490,15 +445,6 @@ class SlackAdapter:
             return str(enterprise_id)
         return str(team_id) if team_id else None
 
-    async def _after_burst(self) -> None:
-        deadline = time.monotonic() + BURST_MAX_DEFER
-        while True:
-            now = time.monotonic()
-            quiet_for = now - self._last_request
-            if quiet_for >= BURST_QUIET or now >= deadline:
-                return
-            await asyncio.sleep(min(BURST_QUIET - quiet_for, deadline - now))
-
     async def _run(
         self,
         inv: Invocation,
@@ -509,7 +455,7 @@ class SlackAdapter:
         try:
             if identities and not await self._first_time(identities, context):
                 return
-            await self._after_burst()
+            await self.events.burst.wait()
             await self.dispatcher.handle(inv, reply)
         except asyncio.CancelledError:
             raise
@@ -537,13 +483,3 @@ def _describe(e: Exception) -> str:
     if isinstance(e, SlackApiError):
         return f"Slack error {e.response.get('error') or e.response.status_code}"
     return type(e).__name__
-
-
-def _unauthorized(reason: str) -> web.Response:
-    log.debug("Slack: request refused (401): %s", reason)  # counted per route in /metrics
-    return refusal(401, "invalid signature", "the request is not signed by Slack")
-
-
-def to_aiohttp(resp: BoltResponse) -> web.Response:
-    headers = {k: v for k, v in resp.first_headers_without_set_cookie().items()}
-    return web.Response(status=resp.status, body=resp.body.encode("utf-8"), headers=headers)

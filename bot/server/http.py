@@ -132,10 +132,18 @@ class GuardedHandler(web.RequestHandler):
     ``_request_count`` and whether a handler runs in ``_request_in_progress`` (not public API;
     aiohttp is pinned below 4)."""
 
-    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        header_timeout: float,
+        on_lost: Callable[[], None] = lambda: None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
         self._header_timer: asyncio.TimerHandle | None = None
+        self._on_lost = on_lost
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -151,6 +159,8 @@ class GuardedHandler(web.RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
+        on_lost, self._on_lost = self._on_lost, lambda: None  # once
+        on_lost()
         super().connection_lost(exc)
 
     def _arm(self) -> None:
@@ -206,6 +216,7 @@ class _CappedSite(web.BaseSite):
         self._host, self._port = host, port
         self._limits = limits
         self._refused = refused
+        self.open = 0  # connections being served
 
     @property
     def name(self) -> str:
@@ -215,13 +226,15 @@ class _CappedSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         limits = self._limits
-        if len(server.connections) >= limits.max_connections:
+        if self.open >= limits.max_connections:
             self._refused.inc()
             return _Refuse()
+        self.open += 1
         return GuardedHandler(
             server,
             loop=asyncio.get_running_loop(),
             header_timeout=limits.header_timeout,
+            on_lost=self._lost,
             keepalive_timeout=limits.keepalive_timeout,
             max_line_size=limits.max_line_size,
             max_field_size=limits.max_field_size,
@@ -230,6 +243,9 @@ class _CappedSite(web.BaseSite):
             auto_decompress=False,  # no decompression before authentication
             access_log=None,
         )
+
+    def _lost(self) -> None:
+        self.open -= 1
 
     async def start(self) -> None:
         await super().start()
@@ -276,6 +292,11 @@ class HttpServer:
         await self._site.start()
         if self.port == 0:
             self.port = self._site.port
+
+    @property
+    def connections(self) -> int:
+        """Connections open now (for tests and the connection cap)."""
+        return self._site.open if self._site is not None else 0
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
