@@ -51,6 +51,12 @@ async def read_body(request: web.Request, *, max_body: int | None = None) -> byt
     length = request.content_length
     if length is not None and length > limit:
         raise BodyRefused(413, f"the body is larger than {limit} bytes")
+    content = request.content
+    if content.is_eof():  # the whole body came with the headers (small bodies): no waiting
+        data = content.read_nowait(-1)
+        if len(data) > limit:
+            raise BodyRefused(413, f"the body is larger than {limit} bytes")
+        return data
     chunks: list[bytes] = []
     size = 0
     try:

@@ -105,17 +105,16 @@ class SlackEvents:
             text = raw.decode("utf-8")  # strict: Slack sends UTF-8
         except (ValueError, slack_signature.Rejected) as e:
             return _malformed(e)
-        headers: dict[str, str | Sequence[str]] = {}
-        for key, value in request.headers.items():
-            headers.setdefault(key.lower(), value)
         context = {SIGNATURE_CTX: signed.identity, RETRY_CTX: retry}
+        raw_headers, query = request.headers, request.query_string
 
         def bolt_request() -> AsyncBoltRequest:
-            return AsyncBoltRequest(
-                body=text, query=request.query_string, headers=headers, context=context
-            )
+            headers: dict[str, str | Sequence[str]] = {}
+            for key, value in raw_headers.items():
+                headers.setdefault(key.lower(), value)
+            return AsyncBoltRequest(body=text, query=query, headers=headers, context=context)
 
-        if _plain_form(text, headers):
+        if _plain_form(text, request.content_type):
             # a slash command: form fields, nothing to parse that could fail; ack now
             self.adapter.spawn(self._dispatch_later(bolt_request))
             return web.Response()
@@ -141,11 +140,10 @@ class SlackEvents:
             log.warning("Slack: bolt answered %s to an acknowledged request", response.status)
 
 
-def _plain_form(text: str, headers: dict[str, str | Sequence[str]]) -> bool:
+def _plain_form(text: str, content_type: str) -> bool:
     """Form-encoded fields without an interaction ``payload``: how bolt parses it, it cannot
     fail (``slack_bolt.request.internals.parse_body``)."""
-    ctype = str(headers.get("content-type", "")).split(";")[0].strip()
-    return ctype != "application/json" and not text.startswith("{") and "payload" not in text
+    return content_type != "application/json" and not text.startswith("{") and "payload" not in text
 
 
 def _unauthorized(reason: str) -> web.Response:

@@ -46,8 +46,8 @@ class Signed:
 
     def verify(self, secret: bytes, body: bytes) -> bool:
         base = b"v0:" + self.timestamp.encode("ascii") + b":" + body
-        expected = "v0=" + hmac.new(secret, base, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(expected.encode("ascii"), self.signature.encode("ascii"))
+        expected = hmac.digest(secret, base, hashlib.sha256)
+        return hmac.compare_digest(expected, bytes.fromhex(self.signature[3:]))
 
     @property
     def identity(self) -> str:
