@@ -156,6 +156,11 @@ class Settings(BaseSettings):
     webhook_token: SecretStr | None = None
     state_db: str = "./chatops.db"
     listen: str = "0.0.0.0:8080"
+    # HTTP server limits (bot/http_limits.py): slow or too many clients are cut off
+    http_header_timeout: float = Field(10.0, gt=0, le=300)
+    http_body_timeout: float = Field(10.0, gt=0, le=300)
+    http_keepalive_timeout: float = Field(75.0, gt=0, le=3600)
+    http_max_connections: int = Field(1000, ge=1, le=100_000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"  # json: one object per line (bot/logs.py)
     # behaviour

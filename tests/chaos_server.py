@@ -41,7 +41,7 @@ async def serve(cfg: dict[str, Any]) -> None:
     )
     options = alerting.AlertOptions(clock=ScaledClock(float(cfg["scale"])), watch_events=False)
     runner = await alerting.start(settings, store, services, None, metrics, None, options=options)
-    probes.detail("alert_delivery", runner.delivery_health)
+    probes.add_detail("alert_delivery", runner.delivery_health)
     if endpoint is not None:
         endpoint.attach(runner)
     print("READY", flush=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import time
 import urllib.parse
@@ -43,6 +44,13 @@ VIEWER, VIEWER_NAME = "U0VIEW", "victor"
 GROUP = "S0ONCALL"
 GROUP_MEMBER, GROUP_MEMBER_NAME = "U0ONCALL", "gina"
 APPS = ("payments", "orders")
+_TRIGGERS = itertools.count(13345224609)
+
+
+def trigger_id() -> str:
+    """A fresh trigger_id, as Slack sends with every command and click (each is unique: the bot
+    runs a repeated one only once)."""
+    return f"{next(_TRIGGERS)}.738474920.8088930838d88f008e0"
 
 
 # -- Slack wire format --------------------------------------------------------------------------
@@ -91,7 +99,7 @@ def slash_command_body(
         "api_app_id": "A0CHATOPS",
         "is_enterprise_install": "false",
         "response_url": response_url,
-        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        "trigger_id": trigger_id(),
     }
     if enterprise_id:
         fields["enterprise_id"] = enterprise_id
@@ -151,7 +159,7 @@ def block_actions_body(
             "channel_id": channel_id,
             "is_ephemeral": ephemeral,
         },
-        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        "trigger_id": trigger_id(),
         "team": {"id": TEAM, "domain": "fake"},
         "channel": {"id": channel_id, "name": "ops"},
         "response_url": response_url,

@@ -361,3 +361,96 @@ async def test_unreachable_argocd_is_retried_and_a_vanished_app_is_reported(
     finally:
         await t.close()
         fake.stop()
+
+
+# -- readiness that tells the truth ----------------------------------------------------------------
+async def readiness(bot: Bot) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as s, s.get(bot.url + "/readyz") as r:
+        return r.status, await r.json()
+
+
+async def test_readyz_is_503_until_slack_auth_test_succeeds_and_retries_it(
+    tmp_path: Path,
+    argo: FakeArgoCD,  # noqa: F811
+    slack: FakeSlack,  # noqa: F811
+) -> None:
+    slack.fail_next(1, 500, only="auth.test")
+    async with running_bot(chat_settings(tmp_path, argo, slack)) as bot:
+        status, body = await readiness(bot)
+        assert status == 503 and body["ready"] is False
+        assert body["checks"]["slack"].startswith("auth.test failed (")
+        assert body["checks"]["store"] == "ok" and body["checks"]["argocd"] == "ok"
+        assert "slack: auth.test failed" in " ".join(body["problems"])
+        assert (await get(bot.url + "/healthz"))[0] == 200  # liveness is not readiness
+        # retried in the background (no Slack request needed to recover)
+        await until_async(lambda: len(slack.calls_to("auth.test")) >= 2)
+        await until_async(lambda: bot.slack is not None and bot.slack.auth_problem() is None)
+        status, body = await readiness(bot)
+        assert status == 200 and body["checks"]["slack"] == "ok"
+
+
+async def test_discord_start_is_retried_and_readyz_names_the_gateway(
+    tmp_path: Path,
+    argo: FakeArgoCD,  # noqa: F811
+) -> None:
+    import discord
+
+    from tests.chat_fixtures import discord_settings
+    from tests.fakes.discord_api import FakeDiscord
+
+    fake = FakeDiscord().start()
+    fake.fail_next(1, 401, only="GET /users/@me")  # the first login is refused
+    settings = discord_settings(
+        fake, argo, state_db=str(tmp_path / "state.db"), discord_api_url=fake.api_url
+    )
+    base = discord.http.Route.BASE
+    try:
+        async with running_bot(settings) as bot:
+            assert bot.enabled["discord"].startswith("FAILED to start (start failed: LoginFailure")
+            status, body = await readiness(bot)
+            assert status == 503 and body["checks"]["discord"].startswith("start failed")
+            await until_async(lambda: bot.discord.runner is not None)  # the retry logged in
+            assert bot.discord.attempts == 2
+            # the fake has no gateway: logged in, but not connected, and /readyz says so
+            status, body = await readiness(bot)
+            assert status == 503
+            assert body["checks"]["discord"] == "the gateway is not connected"
+    finally:
+        discord.http.Route.BASE = base
+        fake.stop()
+
+
+async def test_readyz_is_503_while_the_argocd_watch_is_failing(
+    tmp_path: Path,
+    argo: FakeArgoCD,  # noqa: F811
+) -> None:
+    async with running_bot(chat_settings(tmp_path, argo)) as bot:
+        assert (await readiness(bot))[0] == 200
+        # the stream breaks and the first reconnect is refused (Argo CD restarting)
+        argo.fail_next(1, 503, "argocd-server is restarting", path="/stream/applications")
+        argo._close_streams()
+        argo.state.closing = False  # what resume() does, without restarting the server
+        await until_async(lambda: bot.probes.detail()["watches"] != "ok", timeout=10)
+        status, body = await readiness(bot)
+        assert status == 503 and body["checks"]["watches"].startswith("app_watch: ")
+        await until_async(lambda: bot.probes.detail()["watches"] == "ok", timeout=10)
+        assert (await readiness(bot))[0] == 200
+
+
+async def test_readyz_is_503_when_the_alert_pipeline_failed_to_start(
+    tmp_path: Path,
+    argo: FakeArgoCD,  # noqa: F811
+) -> None:
+    from bot.state.store import Store
+
+    store = Store(tmp_path / "state.db")  # an incident row this version cannot read
+    store.execute(
+        "INSERT INTO incidents (key, app, state, data, opened_at, updated_at)"
+        " VALUES ('payments:degraded', 'payments', 'open', 'not json', 0, 0)"
+    )
+    store.close()
+    async with running_bot(chat_settings(tmp_path, argo)) as bot:
+        status, body = await readiness(bot)
+        assert status == 503
+        assert body["checks"]["alerts"].startswith("failed to start (")
+        assert bot.enabled["alerts"].startswith("FAILED")

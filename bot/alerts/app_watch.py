@@ -71,6 +71,7 @@ class AppWatch:
         self.by_namespace: dict[str, frozenset[str]] = {}
         self.connects = 0
         self.connected = asyncio.Event()
+        self.failing: str | None = None  # why the stream broke, until it delivers again (/readyz)
         self._task: asyncio.Task[None] | None = None
 
     # -- what a change means (pure apart from self.seen) -----------------------------------
@@ -167,6 +168,7 @@ class AppWatch:
                 batch: list[Signal] = []
                 async for kind, app in self.argocd.watch():
                     self.connected.set()
+                    self.failing = None
                     backoff.reset()
                     batch += self.observe(kind, app)
                     if batch:
@@ -177,7 +179,9 @@ class AppWatch:
                 raise
             except errors.CommandError as e:
                 log.warning("Argo CD application stream: %s", e.user_message)
-            except Exception:
+                self.failing = e.user_message
+            except Exception as e:
                 log.exception("Argo CD application stream failed")
+                self.failing = type(e).__name__
             self.connected.clear()
             await asyncio.sleep(backoff.delay())

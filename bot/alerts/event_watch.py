@@ -215,6 +215,13 @@ class EventWatch:
     def watches(self) -> int:
         return sum(s.watches for s in self.stats.values())
 
+    @property
+    def failing(self) -> str | None:
+        """Why a watch is broken, until it lists again (for /readyz); None when all are fine."""
+        return (
+            "; ".join(f"{_where(ns)}: {why}" for ns, why in sorted(self.problems.items())) or None
+        )
+
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         for namespace in self.namespaces or ("",):

@@ -5,7 +5,8 @@ schema ``chatops.argocd/v1``, one template per trigger with the trigger name wri
 Every check a caller can fail has its own answer, and none of them is a 5xx:
 
 - 401 without ``Authorization: Bearer <CHATOPS_WEBHOOK_TOKEN>`` (constant-time comparison);
-- 413 over ``MAX_BODY`` (checked on Content-Length first, then while reading);
+- 413 over ``MAX_BODY`` (checked on Content-Length first, then while reading); 408 when the
+  body does not arrive within the server's body timeout;
 - 400 with ``{"error", "field", "message"}`` naming the first bad field (pydantic at the edge);
 - 202 ``{"status": "accepted"|"duplicate"}`` only once the signal and whatever it caused
   (incident, outbox rows) are committed: the group-commit writer batches concurrent requests
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.http_limits import BodyRefused, read_body
 from bot.settings import Settings
 from commands.argocd import links
 from notifiers.alert import ResourceProblem
@@ -233,21 +235,8 @@ class WebhookEndpoint:
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not self._token:
             return False
-        return hmac.compare_digest(given.strip().encode(), self._token)
-
-    async def _read(self, request: web.Request) -> bytes | None:
-        """The body, or None when it is over the limit."""
-        length = request.content_length
-        if length is not None and length > self.max_body:
-            return None
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_chunked(65536):
-            size += len(chunk)
-            if size > self.max_body:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
+        # any bytes may come in a header (aiohttp keeps invalid UTF-8 as surrogates)
+        return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), self._token)
 
     async def handle(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -258,10 +247,14 @@ class WebhookEndpoint:
                 status=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        raw = await self._read(request)
-        if raw is None:
-            self._count("too_large", started)
-            return _error(413, "body too large", None, f"the limit is {self.max_body} bytes")
+        try:
+            raw = await read_body(request, max_body=self.max_body)
+        except BodyRefused as e:
+            too_large = e.status == 413
+            self._count("too_large" if too_large else "bad_request", started)
+            if too_large:
+                return _error(413, "body too large", None, f"the limit is {self.max_body} bytes")
+            return _error(e.status, "body not received", None, e.message)
         try:
             data = json.loads(raw)
         except (ValueError, RecursionError) as e:

@@ -12,6 +12,11 @@ defer would inherit its visibility, the "thinking…" placeholder is deleted fir
 
 Slash commands are synced once at start (guild sync when ``discord_guild_id`` is set: instant;
 global otherwise: slow to propagate), never on reconnects.
+
+An interaction id is acted on at most once (``bot.state.replay``): a repeated one (a gateway
+replay, a second process seeing the same event) gets no answer and runs nothing. Whether the
+gateway is up is kept from discord.py's ready/resumed/disconnect events for /readyz;
+``bot.chat.discord_supervisor`` retries a failed start.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,9 +33,11 @@ import yarl
 from discord import app_commands
 
 from bot.chat import discord_views as views
+from bot.chat.discord_commands import build_commands
 from bot.chat.dispatch import Dispatcher
 from bot.chat.invocation import Invocation
 from bot.settings import ConfigError, Settings
+from bot.state.replay import ReplayCheckFailed, ReplayGuard
 from commands.results import Result, Step
 from notifiers.render import common as rc
 from notifiers.render import discord as render_discord
@@ -164,10 +171,15 @@ class DiscordApp:
     """Turns interactions into ``Invocation``s; the ``views.ButtonHandler`` for clicks."""
 
     def __init__(
-        self, settings: Settings, dispatcher: Dispatcher, app_names: AppNames | None
+        self,
+        settings: Settings,
+        dispatcher: Dispatcher,
+        app_names: AppNames | None,
+        replays: ReplayGuard | None = None,
     ) -> None:
         self.settings = settings
         self.dispatcher = dispatcher
+        self.replays = replays
         self.client: ChatOpsClient | None = None
         self.token_ttl = TOKEN_TTL
         self._app_names = app_names
@@ -197,8 +209,23 @@ class DiscordApp:
             source=source,
         )
 
+    async def first_time(self, interaction: discord.Interaction) -> bool:
+        """False when this interaction id was handled already (or cannot be checked)."""
+        if self.replays is None:
+            return True
+        try:
+            return (
+                await self.replays.seen("discord", [("interaction", str(interaction.id))]) is None
+            )
+        except ReplayCheckFailed as e:
+            log.warning("interaction %s was not run: the replay check failed (%s)",
+                        interaction.id, e)  # fmt: skip
+            return False
+
     async def run(self, interaction: discord.Interaction, text: str, **kw: Any) -> None:
         """Defer within the 3 s, then hand the command to the dispatcher."""
+        if not await self.first_time(interaction):
+            return
         try:
             await interaction.response.defer(thinking=True)
         except discord.HTTPException as e:
@@ -219,6 +246,8 @@ class DiscordApp:
         await self.run(interaction, command, source="button")
 
     async def on_confirm(self, interaction: discord.Interaction, command: str) -> None:
+        if not await self.first_time(interaction):
+            return
         try:  # update the ephemeral prompt: no second click on the same confirmation
             await interaction.response.edit_message(
                 content=f"Confirmed: `{command}`", view=None,
@@ -278,69 +307,19 @@ class ChatOpsClient(discord.Client):
     def __init__(self, chatops: DiscordApp) -> None:
         super().__init__(intents=discord.Intents(guilds=True))
         self.chatops = chatops
+        self.gateway_up = False  # READY or RESUMED seen, and no disconnect since
         self.tree = app_commands.CommandTree(self)
         build_commands(self.tree, chatops)
         self.add_dynamic_items(*views.DYNAMIC_ITEMS)
 
+    async def on_ready(self) -> None:
+        self.gateway_up = True
 
-def _args(*parts: str | None) -> str:
-    return " ".join(p.strip() for p in parts if p and p.strip())
+    async def on_resumed(self) -> None:
+        self.gateway_up = True
 
-
-def build_commands(tree: app_commands.CommandTree[Any], chatops: DiscordApp) -> None:
-    """Register the slash commands under their configured names (``settings.command_name``)."""
-    name = chatops.settings.command_name
-
-    @app_commands.describe(
-        app="Argo CD application", prune="also delete what Git no longer has (asks first)"
-    )
-    async def sync(interaction: discord.Interaction, app: str, prune: bool = False) -> None:
-        await chatops.run(interaction, _args("sync", app, "prune" if prune else None))
-
-    @app_commands.describe(app="Argo CD application", commit="commit to revert (default: last)")
-    async def rollback(
-        interaction: discord.Interaction, app: str, commit: str | None = None
-    ) -> None:
-        await chatops.run(interaction, _args("rollback", app, commit))
-
-    @app_commands.describe(
-        mode="off or on", app="Argo CD application", duration="re-enable after, e.g. 30m"
-    )
-    async def selfheal(
-        interaction: discord.Interaction,
-        mode: Literal["off", "on"],
-        app: str,
-        duration: str | None = None,
-    ) -> None:
-        await chatops.run(interaction, _args("selfheal", mode, app, duration))
-
-    @app_commands.describe(app="Argo CD application")
-    async def verify_rootless(interaction: discord.Interaction, app: str) -> None:
-        await chatops.run(interaction, _args("verify-rootless", app))
-
-    @app_commands.describe(app="Argo CD application (none: the apps that need attention)")
-    async def status(interaction: discord.Interaction, app: str | None = None) -> None:
-        await chatops.run(interaction, _args("status", app))
-
-    async def help_(interaction: discord.Interaction) -> None:
-        await chatops.run(interaction, "help")
-
-    table: list[tuple[str, Callable[..., Coroutine[Any, Any, None]], str]] = [
-        ("sync", sync, "Sync an application (refresh, hooks, sync, wait, verify)"),
-        ("rollback", rollback, "Revert a commit in Git and sync"),
-        ("selfheal", selfheal, "Turn Argo CD self-heal off or on"),
-        ("verify-rootless", verify_rootless, "Check the StatefulSets run as non-root"),
-        ("status", status, "Show an application's sync and health"),
-        ("help", help_, "What this bot can do"),
-    ]
-    for key, callback, description in table:
-        command: app_commands.Command[Any, ..., None] = app_commands.Command(
-            name=name(key), description=description, callback=callback
-        )
-        command.guild_only = True  # roles, channel allow-lists and audit need a guild
-        if any(p.name == "app" for p in command.parameters):
-            command.autocomplete("app")(chatops.app_choices)
-        tree.add_command(command)
+    async def on_disconnect(self) -> None:
+        self.gateway_up = False
 
 
 def configure_endpoints(api_url: str | None, gateway_url: str | None) -> None:
@@ -369,6 +348,18 @@ class DiscordRunner:
             log.warning("Discord announcement not sent: %s", type(e).__name__)
             return False
         return True
+
+    def problem(self) -> str | None:
+        """Why the gateway is not serving, or None (for /readyz)."""
+        task = self.task
+        if task is None:
+            return None  # logged in without a gateway (tests, one-shot use)
+        if task.done():
+            error = None if task.cancelled() else task.exception()
+            return f"the gateway stopped ({type(error).__name__ if error else 'closed'})"
+        if not self.client.gateway_up:
+            return "the gateway is not connected"
+        return None
 
     async def close(self) -> None:
         await self.client.close()
@@ -404,6 +395,7 @@ async def start_discord(
     connect: bool = True,
     sync: bool = True,
     app_names: AppNames | None = None,
+    replays: ReplayGuard | None = None,
 ) -> DiscordRunner:
     """Log in, sync the slash commands once, and (``connect``) run the gateway in a task.
 
@@ -416,7 +408,7 @@ async def start_discord(
         services = getattr(dispatcher, "services", None)
         argocd = getattr(services, "argocd", None)
         app_names = getattr(argocd, "names", None)
-    app = DiscordApp(settings, dispatcher, app_names)
+    app = DiscordApp(settings, dispatcher, app_names, replays)
     client = ChatOpsClient(app)
     app.client = client
     try:

@@ -2,9 +2,12 @@
 (``POST /slack/events``) or over Socket Mode when an app token is set.
 
 Every slash command and button is acked at once and the work runs as a tracked task, so Slack's
-3-second limit holds however long a sync takes (and a shutdown can wait for those tasks). The bolt
-app verifies signatures on the RAW body (401 on a bad signature or a timestamp more than five
-minutes off); the aiohttp request is handed over as the exact bytes Slack signed.
+3-second limit holds however long a sync takes (and a shutdown can wait for those tasks).
+
+``POST /slack/events`` (``bot.chat.slack_http``) authenticates on the raw bytes before anything
+parses them, and never answers a 5xx. Each request's identities (its signature, its
+``trigger_id``) go to the replay guard before anything runs: a repeat is acked like any request
+and does nothing.
 
 A command shows up as ONE channel message (``chat.postMessage``, its ``ts`` kept) edited with
 ``chat.update`` as steps complete, ending with the Result and its buttons. Buttons carry the
@@ -19,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
@@ -27,8 +29,6 @@ import aiohttp
 from aiohttp import web
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
-from slack_bolt.request.async_request import AsyncBoltRequest
-from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -39,7 +39,9 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.chat.dispatch import Dispatcher
 from bot.chat.invocation import Invocation
+from bot.chat.slack_http import RETRY_CTX, SIGNATURE_CTX, SlackEvents
 from bot.settings import Settings
+from bot.state.replay import Identity, ReplayCheckFailed, ReplayGuard
 from commands.results import Result, Step
 from notifiers.render import slack as render_slack
 
@@ -55,12 +57,8 @@ LINK_PREFIX = "chatops:link:"
 CONFIRM_ACTION = "chatops:confirm"
 CANCEL_ACTION = "chatops:cancel"
 RATE_LIMIT_RETRIES = 5
-# Ack first: while Slack requests keep arriving, command work waits (at most BURST_MAX_DEFER)
-# until none came for BURST_QUIET, so a burst of commands is acked before any of them starts
-# hogging the event loop with API calls. The work itself has no deadline; the ack has 3 s.
-BURST_QUIET = 0.01
-BURST_MAX_DEFER = 0.25
 _NO_CHANNEL = ("not_in_channel", "channel_not_found", "is_archived")
+AUTH_RETRY_FIRST, AUTH_RETRY_CAP = 1.0, 60.0  # auth.test retried in the background until it works
 
 
 def retry_handlers() -> list[Any]:
@@ -213,18 +211,22 @@ class SlackAdapter:
         client: AsyncWebClient,
         *,
         socket_mode: bool | None = None,
+        replays: ReplayGuard | None = None,
     ) -> None:
         self.settings = settings
         self.dispatcher = dispatcher
         self.client = client
+        self.replays = replays
         self.socket_mode = bool(settings.slack_app_token) if socket_mode is None else socket_mode
         self.identity: dict[str, Any] | None = None
+        self.auth_error: str | None = None
+        self._auth_retry: asyncio.Task[None] | None = None
         self._identity_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._socket: Any = None
         self._connecting: asyncio.Task[Any] | None = None
-        self._last_request = 0.0
         secret = settings.slack_signing_secret
+        self.events = SlackEvents(self, secret.get_secret_value().encode() if secret else None)
 
         async def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
             # the bot's own identity from one cached auth.test, so a burst of first requests
@@ -247,7 +249,7 @@ class SlackAdapter:
             authorize=authorize,
             logger=bolt_log,
             signing_secret=secret.get_secret_value() if secret else None,
-            request_verification_enabled=not self.socket_mode or secret is not None,
+            request_verification_enabled=False,  # slack_http verified it, before parsing
             process_before_response=True,  # our listeners only ack and start a task
             name="chatops",
         )
@@ -257,8 +259,37 @@ class SlackAdapter:
 
     # -- start, serve, stop -------------------------------------------------------------------
     async def start(self) -> dict[str, Any]:
-        """``auth.test``: who the bot is and its workspace (the Slack Connect check needs it)."""
-        return await self._whoami()
+        """``auth.test``: who the bot is and its workspace (the Slack Connect check needs it).
+        When it fails it is retried in the background (capped backoff) until it works; until
+        then ``auth_problem`` says why, for /readyz."""
+        try:
+            return await self._whoami()
+        except Exception as e:
+            self.auth_error = _describe(e)
+            if self._auth_retry is None:
+                self._auth_retry = asyncio.create_task(self._retry_auth(), name="slack-auth")
+            raise
+
+    def auth_problem(self) -> str | None:
+        if self.identity is not None:
+            return None
+        if self.auth_error is not None:
+            return f"auth.test failed ({self.auth_error}); retrying"
+        return "auth.test has not succeeded yet"
+
+    async def _retry_auth(self) -> None:
+        delay = AUTH_RETRY_FIRST
+        while self.identity is None:
+            await asyncio.sleep(delay)
+            delay = min(AUTH_RETRY_CAP, delay * 2)
+            try:
+                await self._whoami()
+            except Exception as e:
+                self.auth_error = _describe(e)
+            else:
+                log.info("Slack: auth.test succeeded after %s", self.auth_error)
+                self.auth_error = None
+        self._auth_retry = None
 
     async def _whoami(self) -> dict[str, Any]:
         async with self._identity_lock:
@@ -271,21 +302,7 @@ class SlackAdapter:
             return self.identity
 
     def mount(self, web_app: web.Application, path: str = "/slack/events") -> None:
-        web_app.router.add_post(path, self.handle_http)
-
-    async def handle_http(self, request: web.Request) -> web.Response:
-        """aiohttp -> bolt with the raw body (the signature covers its exact bytes) -> aiohttp."""
-        self._last_request = time.monotonic()
-        raw = await request.read()
-        headers: dict[str, str | Sequence[str]] = {}
-        for key, value in request.headers.items():
-            headers.setdefault(key.lower(), value)
-        bolt_request = AsyncBoltRequest(
-            body=raw.decode("utf-8", errors="replace"),
-            query=request.query_string,
-            headers=headers,
-        )
-        return to_aiohttp(await self.app.async_dispatch(bolt_request))
+        web_app.router.add_post(path, self.events.handle)
 
     async def start_socket_mode(self) -> None:
         from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -302,6 +319,10 @@ class SlackAdapter:
             await asyncio.wait(set(self._tasks), timeout=timeout)
 
     async def close(self) -> None:
+        if self._auth_retry is not None:
+            self._auth_retry.cancel()
+            await asyncio.gather(self._auth_retry, return_exceptions=True)
+            self._auth_retry = None
         if self._connecting is not None:
             self._connecting.cancel()
             await asyncio.gather(self._connecting, return_exceptions=True)
@@ -340,7 +361,7 @@ class SlackAdapter:
         task.add_done_callback(self._tasks.discard)
 
     # -- listeners -----------------------------------------------------------------------------
-    async def _on_command(self, ack: Any, command: dict[str, Any]) -> None:
+    async def _on_command(self, ack: Any, command: dict[str, Any], context: dict[str, Any]) -> None:
         await ack()
         name = self.dispatcher.canonical(str(command.get("command", ""))) or str(
             command.get("command", "")
@@ -354,22 +375,31 @@ class SlackAdapter:
             team_id=self._user_team(command.get("team_id"), command.get("enterprise_id")),
             source="command",
         )
-        reply = SlackReply(self, inv.channel_id, inv.user_id, command.get("response_url"))
-        self.spawn(self._run(inv, reply))
+        reply = SlackReply(self, inv.channel_id, inv.user_id, _str(command.get("response_url")))
+        self.spawn(self._run(inv, reply, self._identities(command, context), context))
 
-    async def _on_action(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+    async def _on_action(
+        self, ack: Any, body: dict[str, Any], action: dict[str, Any], context: dict[str, Any]
+    ) -> None:
         await ack()
+        self.spawn(self._action(body, action, context))
+
+    async def _action(
+        self, body: dict[str, Any], action: dict[str, Any], context: dict[str, Any]
+    ) -> None:
         action_id = str(action.get("action_id", ""))
         if action_id.startswith(LINK_PREFIX):
             return  # a link button: Slack opened the URL, nothing to do
-        response_url = body.get("response_url")
+        if not await self._first_time(self._identities(body, context), context):
+            return
+        response_url = _str(body.get("response_url"))
         if action_id in (CANCEL_ACTION, CONFIRM_ACTION) and response_url:
             # the ephemeral prompt has served its purpose either way
-            self.spawn(self._quietly(self.respond(str(response_url), {"delete_original": True})))
+            self.spawn(self._quietly(self.respond(response_url, {"delete_original": True})))
         if action_id == CANCEL_ACTION:
             return
-        user = body.get("user") or {}
-        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+        user = _dict(body.get("user"))
+        channel = _dict(body.get("channel")).get("id") or _dict(body.get("container")).get(
             "channel_id", ""
         )
         inv = Invocation(
@@ -379,14 +409,43 @@ class SlackAdapter:
             channel_id=str(channel),
             text=str(action.get("value") or ""),
             team_id=self._user_team(
-                user.get("team_id") or (body.get("team") or {}).get("id"),
-                (body.get("enterprise") or {}).get("id"),
+                user.get("team_id") or _dict(body.get("team")).get("id"),
+                _dict(body.get("enterprise")).get("id"),
             ),
             confirmed="confirm" in action,
             source="button",
         )
         reply = SlackReply(self, inv.channel_id, inv.user_id, response_url)
-        self.spawn(self._run(inv, reply))
+        await self._run(inv, reply, [], context)
+
+    @staticmethod
+    def _identities(body: dict[str, Any], context: dict[str, Any]) -> list[Identity]:
+        """What makes this request unique: its signature (HTTP mode), its trigger_id, and the
+        event_id of an Events API delivery."""
+        out: list[Identity] = []
+        signature = context.get(SIGNATURE_CTX)
+        if isinstance(signature, str):
+            out.append(("signature", signature))
+        for kind in ("trigger_id", "event_id"):
+            value = body.get(kind)
+            if isinstance(value, str) and value:
+                out.append((kind, value))
+        return out
+
+    async def _first_time(self, identities: list[Identity], context: dict[str, Any]) -> bool:
+        """False for a repeat (already acked; nothing may run) or when it cannot be told."""
+        if self.replays is None:
+            return True
+        retry = context.get(RETRY_CTX) is not None
+        if retry and all(kind == "signature" for kind, _ in identities):
+            # Slack re-signs its retries: without an id there is no telling it from the original
+            self.replays.repeated("slack", "retry")
+            return False
+        try:
+            return await self.replays.seen("slack", identities, retry=retry) is None
+        except ReplayCheckFailed as e:
+            log.warning("Slack: a request was not run: the replay check failed (%s)", e)
+            return False
 
     def _user_team(self, team_id: Any, enterprise_id: Any) -> str | None:
         """The caller's workspace; an Enterprise Grid org counts when it is the one allowed."""
@@ -395,18 +454,17 @@ class SlackAdapter:
             return str(enterprise_id)
         return str(team_id) if team_id else None
 
-    async def _after_burst(self) -> None:
-        deadline = time.monotonic() + BURST_MAX_DEFER
-        while True:
-            now = time.monotonic()
-            quiet_for = now - self._last_request
-            if quiet_for >= BURST_QUIET or now >= deadline:
-                return
-            await asyncio.sleep(min(BURST_QUIET - quiet_for, deadline - now))
-
-    async def _run(self, inv: Invocation, reply: SlackReply) -> None:
+    async def _run(
+        self,
+        inv: Invocation,
+        reply: SlackReply,
+        identities: list[Identity],
+        context: dict[str, Any],
+    ) -> None:
         try:
-            await self._after_burst()
+            if identities and not await self._first_time(identities, context):
+                return
+            await self.events.burst.wait()
             await self.dispatcher.handle(inv, reply)
         except asyncio.CancelledError:
             raise
@@ -421,6 +479,16 @@ class SlackAdapter:
             log.warning("Slack call failed: %s", type(e).__name__)
 
 
-def to_aiohttp(resp: BoltResponse) -> web.Response:
-    headers = {k: v for k, v in resp.first_headers_without_set_cookie().items()}
-    return web.Response(status=resp.status, body=resp.body.encode("utf-8"), headers=headers)
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _describe(e: Exception) -> str:
+    """An exception in a few words for the log and /readyz: Slack's error code, not its text."""
+    if isinstance(e, SlackApiError):
+        return f"Slack error {e.response.get('error') or e.response.status_code}"
+    return type(e).__name__

@@ -7,8 +7,11 @@ listener and the Socket Mode connection, refuse new commands), let running comma
 record them as interrupted, then close the chat clients, the scheduler and the store.
 
 What is missing is not fatal: the bot starts with what it has and says at start-up, one line per
-feature, what is enabled and what is not (never a secret). ``/readyz`` is 503 until the store is
-open and Argo CD is configured.
+feature, what is enabled and what is not (never a secret). ``/readyz`` is 503, naming the
+integration, while the store is closed, Argo CD is not configured, or an enabled integration is
+down: Slack's auth.test has not succeeded (retried in the background), the Discord gateway is
+not connected (its start is retried with capped backoff), the alert pipeline failed to start, or
+a watch is failing.
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ import aiohttp
 from bot import logs
 from bot.alerts import runner as alert_runner
 from bot.alerts import webhooks
-from bot.chat import discord as discord_chat
+from bot.chat.discord_supervisor import DiscordSupervisor
 from bot.chat.dispatch import Dispatcher
 from bot.chat.slack import SlackAdapter, group_resolver, make_client
+from bot.http_limits import HttpLimits
 from bot.metrics import Registry
 from bot.server import wiring
 from bot.server.http import HttpServer, Probes, build_app
 from bot.settings import ConfigError, Settings
+from bot.state.replay import ReplayGuard
 from bot.state.scheduler import SelfHealScheduler
 from bot.state.store import Store, StoreError, open_store
 from commands.context import Services
@@ -82,9 +87,11 @@ class Bot:
         self.http: HttpServer | None = None
         self.slack: SlackAdapter | None = None
         self.scheduler: SelfHealScheduler | None = None
-        self.discord: discord_chat.DiscordRunner | None = None
+        self.discord: DiscordSupervisor | None = None
         self.alerts: alert_runner.AlertRunner | None = None
         self.webhook: webhooks.WebhookEndpoint | None = None
+        self.replays: ReplayGuard | None = None
+        self._alerts_problem: str | None = None
         self._session: aiohttp.ClientSession | None = None
         self._store_open = False
         self.enabled: dict[str, str] = {}  # feature -> one line, for the start-up log
@@ -117,6 +124,7 @@ class Bot:
             ),
         )
         self._build_services()
+        self.replays = ReplayGuard(self.store, metrics=self.metrics)
 
         slack_client = None
         if s.slack_bot_token is not None:
@@ -136,7 +144,7 @@ class Bot:
             )
             self.services.timers = self.scheduler.timers()
 
-        app = build_app(self.metrics, self.probes)
+        app = build_app(self.metrics, self.probes, http_limits(s))
         if slack_client is not None:
             self._setup_slack(slack_client)
             if self.slack is not None and not self.slack.socket_mode:
@@ -201,7 +209,8 @@ class Bot:
                 "or set CHATOPS_SLACK_APP_TOKEN for Socket Mode)"
             )
             return
-        self.slack = SlackAdapter(s, self.dispatcher, client)
+        self.slack = SlackAdapter(s, self.dispatcher, client, replays=self.replays)
+        self.probes.add("slack", self.slack.auth_problem)
 
     async def _start_slack(self) -> None:
         slack = self.slack
@@ -243,20 +252,24 @@ class Bot:
             self.enabled["discord"] = "off (CHATOPS_DISCORD_TOKEN is not set)"
             return
         assert self.dispatcher is not None
-        try:
-            self.discord = await discord_chat.start_discord(self.settings, self.dispatcher)
-            self.enabled["discord"] = "gateway connected" + (
+        self.discord = DiscordSupervisor.for_settings(
+            self.settings, self.dispatcher, replays=self.replays
+        )
+        self.probes.add("discord", self.discord.problem)
+        if await self.discord.start():
+            self.enabled["discord"] = "gateway connecting" + (
                 f", commands synced to guild {self.settings.discord_guild_id}"
                 if self.settings.discord_guild_id
                 else ""
             )
-        except Exception as e:
-            log.exception("Discord did not start")
-            self.enabled["discord"] = f"FAILED to start ({type(e).__name__})"
+        else:
+            self.enabled["discord"] = f"FAILED to start ({self.discord.error}); retrying"
 
     async def _start_alerts(self) -> None:
         assert self.store is not None
         sinks = {"slack": self.slack, "discord": self.discord}
+        self.probes.add("alerts", lambda: self._alerts_problem)
+        self.probes.add("watches", self._watch_problem)
         try:
             self.alerts = await alert_runner.start(
                 self.settings, self.store, self.services, sinks, self.metrics, self.dispatcher
@@ -265,10 +278,20 @@ class Bot:
                 self.webhook.attach(self.alerts)
             self.enabled["alerts"] = "on"
             if hasattr(self.alerts, "delivery_health"):
-                self.probes.detail("alert_delivery", self.alerts.delivery_health)
+                self.probes.add_detail("alert_delivery", self.alerts.delivery_health)
         except Exception as e:
             log.exception("alerts did not start")
+            self._alerts_problem = f"failed to start ({type(e).__name__})"
             self.enabled["alerts"] = f"FAILED to start ({type(e).__name__})"
+
+    def _watch_problem(self) -> str | None:
+        """A watch that lost its stream and has not delivered since (it keeps reconnecting)."""
+        failing = [
+            f"{name}: {problem}"
+            for name in ("app_watch", "event_watch")
+            if (problem := getattr(getattr(self.alerts, name, None), "failing", None))
+        ]
+        return "; ".join(failing) or None
 
     # -- announcements (the scheduler's "self-heal is back on") -----------------------------------
     async def announce(self, text: str) -> None:
@@ -316,6 +339,15 @@ class Bot:
             self._store_open = False
             self.store.close()
         log.info("stopped")
+
+
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        header_timeout=settings.http_header_timeout,
+        body_timeout=settings.http_body_timeout,
+        keepalive_timeout=settings.http_keepalive_timeout,
+        max_connections=settings.http_max_connections,
+    )
 
 
 async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:

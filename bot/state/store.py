@@ -140,7 +140,23 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX webhook_inbox_received ON webhook_inbox (received_at)
         """,
     ),
+    (
+        6,
+        # request identities already acted on (bot/state/replay.py): a signed Slack request, a
+        # trigger_id, a Discord interaction id; each row lives until expires_at, then is pruned
+        """
+        CREATE TABLE replay_seen (
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (kind, key)
+        );
+        CREATE INDEX replay_seen_expires ON replay_seen (expires_at);
+        """,
+    ),
 ]
+
+REPLAY_PRUNE_EVERY = 60.0  # seconds between deletions of expired replay rows
 
 
 class StoreError(Exception):
@@ -184,6 +200,7 @@ class Store:
         except db.errors() as e:
             raise StoreError(f"Cannot open the state database {self.path}: {_one_line(e)}") from e
         self._lock = threading.RLock()
+        self._replay_pruned = 0.0
         self.migrate()
 
     # -- schema ---------------------------------------------------------------------------
@@ -321,6 +338,37 @@ class Store:
         sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608
         sql += " ORDER BY started_at DESC, id DESC LIMIT ?"
         return [dict(r) for r in self.query(sql, (*params, limit))]
+
+    # -- replay protection ----------------------------------------------------------------
+    def claim_once(
+        self, batch: Sequence[Sequence[tuple[str, str, float]]], now: float
+    ) -> list[str | None]:
+        """Record request identities; per request (a list of ``(kind, key, expires_at)``), the
+        kind of the first identity already recorded and not yet expired, else None.
+
+        One transaction (one fsync) for the whole batch; the upsert only refreshes a row that
+        has expired, so ``rowcount`` 0 means "seen". Expired rows are pruned once a minute."""
+        out: list[str | None] = []
+        with self.transaction() as db:
+            for keys in batch:
+                seen: str | None = None
+                for kind, key, expires_at in keys:
+                    cur = db.execute(
+                        "INSERT INTO replay_seen (kind, key, expires_at) VALUES (?, ?, ?)"
+                        " ON CONFLICT (kind, key) DO UPDATE SET expires_at=excluded.expires_at"
+                        " WHERE replay_seen.expires_at <= ?",
+                        (kind, key, expires_at, now),
+                    )
+                    if cur.rowcount == 0 and seen is None:
+                        seen = kind
+                out.append(seen)
+            if now - self._replay_pruned >= REPLAY_PRUNE_EVERY:
+                db.execute("DELETE FROM replay_seen WHERE expires_at <= ?", (now,))
+                self._replay_pruned = now
+        return out
+
+    def replay_rows(self) -> int:
+        return int(self.query("SELECT COUNT(*) AS n FROM replay_seen")[0]["n"])
 
 
 class StoreTimers:
