@@ -8,7 +8,8 @@ Per app ``AppWatch`` remembers only (health, last failed operation, last success
 so 5,000 apps cost little memory, and emits a signal only on a change. A failed sync counts once
 the operation is over (``.operation`` is null again): while Argo CD is still retrying, nobody is
 paged for an attempt that may yet succeed. It also indexes apps by destination namespace, which
-the Warning-event watch uses to tie an event to the only app deploying there.
+the Warning-event watch uses to tie an event to the only app deploying there. Every event also
+goes to ``OperationMetrics`` when given (``bot.alerts.sync_metrics``: sync durations and phases).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from bot.alerts.sync_metrics import OperationMetrics
 from commands import errors
 from commands.argocd import links
 from commands.argocd.app import FAILED_PHASES, Application
@@ -61,9 +63,16 @@ def _problems(items: Iterable[Any], only: tuple[str, ...] = ()) -> tuple[Resourc
 
 class AppWatch:
     def __init__(
-        self, argocd: ArgoCD, emit: Emit, *, ui_url: str = "", backoff: Backoff | None = None
+        self,
+        argocd: ArgoCD,
+        emit: Emit,
+        *,
+        ui_url: str = "",
+        backoff: Backoff | None = None,
+        operations: OperationMetrics | None = None,
     ) -> None:
         self.argocd = argocd
+        self.operations = operations
         self.backoff = backoff or Backoff()
         self.emit = emit
         self.ui_base = links.ui_base(ui_url, argocd.base_url)
@@ -79,6 +88,8 @@ class AppWatch:
         name = app.name
         if not name:
             return []
+        if self.operations is not None:
+            self.operations.saw(kind, app)
         prev = self.seen.get(name)
         if kind == "DELETED":
             if prev is not None:

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from bot.alerts import incident_metrics, sync_metrics
 from bot.alerts import sinks as sink_factory
 from bot.metrics import Registry
 from bot.settings import Settings
@@ -56,6 +57,7 @@ class AlertOptions:
     policy: Policy | None = None  # default: from settings (grace, re-announce)
     delivery: DeliveryPolicy = field(default_factory=DeliveryPolicy)  # horizon: from settings
     clock: Clock | None = None  # delivery's clock (tests run hours of backoff in seconds)
+    engine_clock: Callable[[], float] = time.time  # the incidents' now (tests script their timing)
     watch_argocd: bool = True
     watch_events: bool = True
     reannounce_every: float | None = None  # how often to look; default min(60, interval / 4)
@@ -117,7 +119,11 @@ class AlertRunner:
             "discord": settings.discord_alert_channel,
         }
         router = Router(settings.routes, defaults, platforms=tuple(self.sinks))
-        self.engine = Engine(policy, router, ui_url=settings.ui_url)
+        reg = metrics or Registry()
+        self.engine: Engine = incident_metrics.MeasuredEngine(
+            policy, router, ui_url=settings.ui_url, metrics=incident_metrics.IncidentMetrics(reg)
+        )
+        self.sync_metrics = sync_metrics.OperationMetrics(reg)
         self.alert_store: AlertStore | None = None
         self.deliverer: Deliverer | None = None
         self.app_watch: Any = None
@@ -130,7 +136,7 @@ class AlertRunner:
         self._background: set[asyncio.Task[None]] = set()
         self._enriched: dict[int, None] = {}  # incident ids already looked up (ordered, bounded)
         self._scheduler: Any = None
-        self._metrics(metrics or Registry())
+        self._metrics(reg)
 
     def _metrics(self, reg: Registry) -> None:
         self.m_messages = reg.counter(
@@ -198,7 +204,9 @@ class AlertRunner:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self, dispatcher: CommandRegistry | None = None) -> None:
-        self.alert_store = await asyncio.to_thread(AlertStore, self.store, self.engine)
+        self.alert_store = await asyncio.to_thread(
+            lambda: AlertStore(self.store, self.engine, clock=self.options.engine_clock)
+        )
         pending, refs = await asyncio.to_thread(
             lambda: (self.alert_store.pending_items(), self.alert_store.thread_refs())  # type: ignore[union-attr]
         )
@@ -253,7 +261,12 @@ class AlertRunner:
 
         services = self.services
         if self.options.watch_argocd and services is not None:
-            self.app_watch = aw.AppWatch(services.argocd, self.signal, ui_url=self.settings.ui_url)
+            self.app_watch = aw.AppWatch(
+                services.argocd,
+                self.signal,
+                ui_url=self.settings.ui_url,
+                operations=self.sync_metrics,
+            )
             self.app_watch.start()
         kube_client = self.options.kube_client
         if kube_client is None and services is not None and services.kube is not None:
@@ -395,7 +408,7 @@ class AlertRunner:
             try:
                 due = await self.alert_store.next_deadline()
                 self._sleep_until = due
-                timeout = None if due is None else max(0.0, due - time.time())
+                timeout = None if due is None else max(0.0, due - self.options.engine_clock())
                 self._sleeping = True
                 try:
                     with contextlib.suppress(TimeoutError):

@@ -160,9 +160,12 @@ def _item_from_row(row: Any) -> OutboxItem:
 class AlertStore:
     """The engine and the outbox behind the group-commit writer; the delivery OutboxPort."""
 
-    def __init__(self, store: Store, engine: Engine) -> None:
+    def __init__(
+        self, store: Store, engine: Engine, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.engine = engine
+        self.clock = clock  # the engine's now
         self.writer = GroupCommitWriter(store, on_rollback=self._reload_sync)
         self.writer.submit_sync(lambda db: self._reload(db)).result(30)
 
@@ -248,7 +251,7 @@ class AlertStore:
     def _guarded(self, db: Any, step: Callable[[float], Changes]) -> list[OutboxItem]:
         # on an exception the writer rolls back to this job's savepoint and reloads the engine
         # from the database, so the engine never remembers what was not stored
-        now = time.time()
+        now = self.clock()
         return self._write(db, step(now), now)
 
     async def ingest(self, signals: Iterable[Signal], dedup_key: str | None = None) -> Ingested:

@@ -164,14 +164,18 @@ class FakeArgoCD:
 
         self._call(run)
 
-    def script(self, name: str, *phases: str, message: str | None = None) -> None:
+    def script(
+        self, name: str, *phases: str, message: str | None = None, took: float | None = None
+    ) -> None:
         """Queue what the next syncs of ``name`` do, one phase per sync: "succeed", "fail",
         "retry_then_fail", "error", "degrade", "hang" or "hook_fail". ``message`` replaces
-        the failure reason (or degraded message). Unqueued syncs succeed."""
+        the failure reason (or degraded message). ``took`` (whole seconds) is how long each
+        of these syncs reports it ran: ``finishedAt`` is exactly that much after its
+        ``startedAt`` (the play itself still runs at ``step_delay``). Unqueued syncs succeed."""
         unknown = [p for p in phases if p not in SCRIPTS]
         if unknown:
             raise ValueError(f"unknown script phase(s) {unknown}; known: {SCRIPTS}")
-        steps = [Step(p, message) for p in phases]
+        steps = [Step(p, message, took) for p in phases]
         self._call(lambda: self.state.scripts.setdefault(name, deque()).extend(steps))
 
     def set_hooks(self, name: str, *hook_types: str) -> None:

@@ -40,7 +40,12 @@ KINDS: dict[str, tuple[str, str]] = {
 
 def now() -> str:
     """A metav1.Time as Argo CD writes it: RFC 3339, second precision, UTC."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return stamp(datetime.now(UTC))
+
+
+def stamp(t: datetime) -> str:
+    """``t`` (timezone-aware) as a metav1.Time."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_duration(text: str) -> float:

@@ -19,6 +19,7 @@ import copy
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.fakes import argocd_fixtures as fx
@@ -49,6 +50,7 @@ UNAVAILABLE = 14
 class Step:
     phase: str
     message: str | None = None
+    took: float | None = None  # seconds from startedAt to finishedAt, as the operation reports
 
 
 @dataclass
@@ -86,6 +88,7 @@ class ArgoState:
         self.on_change: Callable[[], None] = lambda: None
         self._waiters: list[asyncio.Event] = []
         self._reconciling: set[str] = set()
+        self._took: dict[str, datetime] = {}  # app -> the finishedAt its running sync reports
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- store --------------------------------------------------------------------------
@@ -242,10 +245,15 @@ class ArgoState:
             if self.op_state(app).get("phase") == "Terminating":
                 raise _Terminated
             op = app["operation"]
+            begin = datetime.now(UTC).replace(microsecond=0)
+            if step.took is not None:  # the sync reports it took that long, whatever it took
+                self._took[name] = begin + timedelta(seconds=step.took)
+            else:
+                self._took.pop(name, None)
             app["status"]["operationState"] = {
                 "operation": copy.deepcopy(op),
                 "phase": "Running",
-                "startedAt": fx.now(),
+                "startedAt": fx.stamp(begin),
             }
             self.commit(name)
             await argocd_scripts.PLAYS[step.phase](self, name, op, step)
@@ -277,7 +285,8 @@ class ArgoState:
         if app is None:
             return
         state = self.op_state(app)
-        state.update(phase=phase, message=message, finishedAt=fx.now())
+        end = self._took.pop(name, None)
+        state.update(phase=phase, message=message, finishedAt=fx.stamp(end) if end else fx.now())
         if results is not None:
             state["syncResult"] = self.sync_result(app, results)
         app.pop("operation", None)
