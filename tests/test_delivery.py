@@ -301,12 +301,20 @@ async def test_while_slack_is_down_a_channel_is_probed_not_stormed(tmp_path, sla
         for n in range(20):  # 20 incidents in one channel
             await h.runner.ingest([failed(f"app-{n:02d}")])
         await until_async(lambda: len(slack.calls) >= 8)
-        # read at one instant: every failed call was a probe (one backoff step each), none
-        # was a message of the 20 trying on its own
-        health, text = h.runner.delivery_health(), h.metrics.render()
-        steps = health["failing_channels"][0]["failed_tries"]
-        line = f'chatops_alert_delivery_failures_total{{platform="slack",reason="transient"}} {float(steps)}'
-        assert steps >= 8 and line in text.splitlines()
+        # every failed call was a probe (one backoff step each), none was a message of the 20
+        # trying on its own: the failure count and the probe steps agree (read at one instant,
+        # between a failure and its bookkeeping they may differ by one, hence the wait)
+
+        def agreeing() -> tuple[dict[str, object], int] | None:
+            health, text = h.runner.delivery_health(), h.metrics.render()
+            steps = health["failing_channels"][0]["failed_tries"]
+            line = (
+                'chatops_alert_delivery_failures_total{platform="slack",reason="transient"} '
+                f"{float(steps)}"
+            )
+            return (health, steps) if steps >= 8 and line in text.splitlines() else None
+
+        health, _steps = await until_async(agreeing, timeout=10)
         assert health["waiting"] >= 19  # (one may be in flight)
         slack.clear_failures()
         await h.idle(10)
