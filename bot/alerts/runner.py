@@ -122,6 +122,8 @@ class AlertRunner:
         self.deliverer: Deliverer | None = None
         self.app_watch: Any = None
         self.event_watch: Any = None
+        self.autorollback: Any = None  # bot.alerts.autorollback.AutoRollback, with the watch
+        self.metrics = metrics or Registry()
         self._signals: asyncio.Queue[Signal] = asyncio.Queue(maxsize=100_000)
         self._wake = asyncio.Event()
         self._sleep_until: float | None = None  # None: until woken
@@ -130,7 +132,7 @@ class AlertRunner:
         self._background: set[asyncio.Task[None]] = set()
         self._enriched: dict[int, None] = {}  # incident ids already looked up (ordered, bounded)
         self._scheduler: Any = None
-        self._metrics(metrics or Registry())
+        self._metrics(self.metrics)
 
     def _metrics(self, reg: Registry) -> None:
         self.m_messages = reg.counter(
@@ -254,6 +256,7 @@ class AlertRunner:
         services = self.services
         if self.options.watch_argocd and services is not None:
             self.app_watch = aw.AppWatch(services.argocd, self.signal, ui_url=self.settings.ui_url)
+            self._start_autorollback(services)
             self.app_watch.start()
         kube_client = self.options.kube_client
         if kube_client is None and services is not None and services.kube is not None:
@@ -275,12 +278,23 @@ class AlertRunner:
             )
             self.event_watch.start()
 
+    def _start_autorollback(self, services: Services) -> None:
+        from bot.alerts import autorollback as ar
+
+        threads = ar.IncidentThreads(lambda: self.alert_store, self._after)
+        self.autorollback = ar.AutoRollback(
+            self.settings, self.store, services, threads, self.metrics
+        )
+        self.app_watch.observers.append(self.autorollback.observe)
+
     async def close(self) -> None:
         if self._scheduler is not None:
             with contextlib.suppress(Exception):
                 self._scheduler.shutdown(wait=False)
         if self.app_watch is not None:
             await self.app_watch.close()
+        if self.autorollback is not None:
+            await self.autorollback.close()
         if self.event_watch is not None:
             await self.event_watch.close()
         for t in [*self._tasks, *self._background]:
