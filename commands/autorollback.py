@@ -17,10 +17,11 @@ The rules, in order (the first that applies decides):
    (``no_change``).
 3. **Guard rails.** Paused by ``/autorollback off`` (``paused``); self-heal off, so people are
    working by hand (``selfheal_off``); never a revert of the policy's own revert, nor of a
-   person's undo of it (``policy_revert``, ``undone``: no ping-pong); at most
-   ``per_app_per_hour`` and ``global_per_hour`` reverts (``rate_limited_app``/``_global``).
-4. **Action.** ``dry_run``: decide and audit only. Mode ``propose``: a Rollback button in the
-   incident thread. Mode ``on``: revert (``acted``).
+   person's undo of it (``policy_revert``, ``undone``: no ping-pong); then, for reverts, at most
+   ``per_app_per_hour`` and ``global_per_hour`` an hour (``rate_limited_app``/``_global``).
+4. **Action.** Mode ``propose``: a Rollback button in the incident thread (a person decides, so
+   no rate limit). ``dry_run``: decide and audit only (rate-limited as a real revert would be).
+   Mode ``on``: revert (``acted``).
 
 At most one decision per (app, R): the glue claims it durably before anything else.
 """
@@ -184,6 +185,8 @@ def degraded_after_sync(app: Application) -> Trigger | None:
     if not _automated(app) or not revision or not history or history[-1] != revision:
         return None
     previous = next((h for h in reversed(history) if h and h != revision), "")
+    if not previous:
+        return None  # the first deployment: nothing to go back to
     return Trigger(
         "degraded",
         app.name,
@@ -288,6 +291,9 @@ def decide(trigger: Trigger, s: Situation, config: PolicyConfig) -> Decision:
             Reason.UNDONE,
             f"{commit.short_sha} undoes a revert of the policy: a person brought the change back.",
         )
+    subject = f'{commit.short_sha} "{commit.subject}"'
+    if s.mode == "propose" and not config.dry_run:  # a person decides: no rate limit
+        return Decision("propose", Reason.PROPOSED, f"Proposes to revert {subject}.")
     if s.acted_app >= config.per_app_per_hour:
         return skip(
             Reason.RATE_LIMITED_APP,
@@ -300,9 +306,6 @@ def decide(trigger: Trigger, s: Situation, config: PolicyConfig) -> Decision:
             f"The policy rolled back {s.acted_all} time(s) in the last hour "
             f"(limit {config.global_per_hour} for all apps).",
         )
-    subject = f'{commit.short_sha} "{commit.subject}"'
     if config.dry_run:
         return skip(Reason.DRY_RUN, f"Dry run: would revert {subject}; nothing written.")
-    if s.mode == "propose":
-        return Decision("propose", Reason.PROPOSED, f"Proposes to revert {subject}.")
     return Decision("act", Reason.ACTED, f"Reverting {subject}.")
