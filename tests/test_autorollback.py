@@ -160,3 +160,37 @@ def test_dry_run_is_limited_like_a_revert_and_writes_nothing() -> None:
     )
     limited = decide(trigger, situation(acted_app=2), dry)
     assert limited.reason is Reason.RATE_LIMITED_APP
+
+
+def test_cli_pauses_resumes_and_shows(argo: Any, tmp_path: Any) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    argo.add_app(make_app("payments", annotations={AUTO_ROLLBACK_ANNOTATION: "propose"}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHATOPS_")}
+    env |= {"CHATOPS_ARGOCD_URL": argo.url, "CHATOPS_ARGOCD_TOKEN": argo.token,
+            "CHATOPS_STATE_DB": str(tmp_path / "s.db")}  # fmt: skip
+    chatops = str(Path(sys.executable).parent / "chatops")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [chatops, "autorollback", *args], capture_output=True, text=True, env=env, timeout=60
+        )
+
+    paused = run("off", "payments", "--for", "2h", "--json")
+    assert paused.returncode == 0, paused.stderr
+    assert json.loads(paused.stdout)["summary"].startswith("Auto-rollback is paused for payments")
+    shown = json.loads(run("status", "payments", "--json").stdout)
+    assert shown["facts"]["mode"] == "propose (annotation)"
+    assert shown["facts"]["paused"].startswith("until ")
+    assert json.loads(run("status", "--json").stdout)["facts"]["payments"].startswith(
+        "propose (annotation), paused until "
+    )
+    assert json.loads(run("on", "payments", "--json").stdout)["status"] == "changed"
+    assert json.loads(run("on", "payments", "--json").stdout)["status"] == "noop"
+    bad = run("off", "payments", "--for", "90d")
+    assert bad.returncode == 2 and "auto-rollback pause" in bad.stderr
+    assert run("off").returncode == 2  # no APP
