@@ -242,3 +242,12 @@ class Registry:
 
     def render(self) -> str:
         return prom.generate_latest(self._exposed).decode()
+
+
+def rollbacks(reg: Registry) -> Counter:
+    """Rollbacks by trigger and outcome: one definition for the chat command and the policy."""
+    return reg.counter(
+        "chatops_rollbacks_total",
+        "Rollbacks by trigger (manual: /rollback; auto: the auto-rollback policy) and outcome",
+        ("trigger", "outcome"),
+    )

@@ -11,7 +11,7 @@ import fnmatch
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -25,6 +25,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from commands.argocd import links
+
+if TYPE_CHECKING:
+    from commands.autorollback import PolicyConfig
 
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS-1123 label
 Role = Literal["viewer", "operator", "admin"]
@@ -102,6 +105,23 @@ class Route(BaseModel):
         return ok(self.apps, app) and ok(self.projects, project) and ok(self.namespaces, namespace)
 
 
+class AutoRollback(BaseModel):
+    """The auto-rollback policy (commands/autorollback.py). Apps opt in with the Application
+    annotation ``chatops.argocd-chatops.io/auto-rollback: "on"|"propose"`` (``"off"`` opts an
+    app out of a pattern below), or by these fnmatch patterns of app and project names (then
+    with ``mode``). Nothing matches by default: the policy is off for every app."""
+
+    apps: list[str] = []
+    projects: list[str] = []
+    mode: Literal["on", "propose"] = "on"
+    dry_run: bool = False  # decide and audit, never write to Git or post a button
+    per_app_per_hour: Annotated[int, Field(ge=0, le=100)] = 2
+    global_per_hour: Annotated[int, Field(ge=0, le=1000)] = 10
+    # how long an app may stay Degraded after an automated sync before the policy acts;
+    # None: the alerts' degraded_grace
+    degraded_grace: Annotated[float | None, Field(ge=0, le=86400)] = None
+
+
 _COMMAND_NAME = re.compile(r"[-\w]{1,32}")  # \w: Unicode letters and digits, and "_"
 
 
@@ -112,6 +132,7 @@ class CommandNames(BaseModel):
     verify_rootless: str = "verify-rootless"
     status: str = "status"
     help: str = "help"
+    autorollback: str = "autorollback"
 
 
 class Settings(BaseSettings):
@@ -187,6 +208,7 @@ class Settings(BaseSettings):
     # YAML-only structures (also settable as JSON in env)
     authorization: Authorization = Authorization()
     routes: list[Route] = []
+    auto_rollback: AutoRollback = AutoRollback()
     command_names: CommandNames = CommandNames()
     command_prefix: str = ""  # e.g. "argo-" makes /argo-sync
 
@@ -349,6 +371,21 @@ class Settings(BaseSettings):
         if self.git_api_url:
             return self.git_api_url.rstrip("/")
         return "https://api.github.com" if self.git_provider == "github" else "https://gitlab.com"
+
+    def auto_rollback_policy(self) -> PolicyConfig:
+        """``auto_rollback`` as the policy reads it (its grace defaults to ``degraded_grace``)."""
+        from commands.autorollback import PolicyConfig
+
+        ar = self.auto_rollback
+        return PolicyConfig(
+            apps=tuple(ar.apps),
+            projects=tuple(ar.projects),
+            mode=ar.mode,
+            dry_run=ar.dry_run,
+            per_app_per_hour=ar.per_app_per_hour,
+            global_per_hour=ar.global_per_hour,
+            degraded_grace=self.degraded_grace if ar.degraded_grace is None else ar.degraded_grace,
+        )
 
     def command_name(self, command: str) -> str:
         return self.command_prefix + str(getattr(self.command_names, command.replace("-", "_")))

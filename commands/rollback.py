@@ -10,7 +10,7 @@ SHA, author, subject, age and files.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from commands import errors, validation, waiting
 from commands.argocd.app import Application, short
@@ -132,8 +132,14 @@ async def rollback(
     opts: SyncOptions = SyncOptions(),
     caller: Caller = Caller(),
     progress: Progress = no_progress,
+    requested_by: str | None = None,
+    on_revert: Callable[[githost.RevertOutcome], Awaitable[None]] | None = None,
 ) -> Result:
-    """Revert (the confirmation already happened) and, unless ``sync_after`` is off, sync."""
+    """Revert (the confirmation already happened) and, unless ``sync_after`` is off, sync.
+
+    ``requested_by`` replaces the caller in the commit's ``Requested-by:`` trailer (the
+    auto-rollback policy signs its reverts so it never reverts them); ``on_revert`` hears of the
+    revert once it is written, before the wait for Synced and Healthy."""
     step = StepLog(progress)
     link = svc.app_link(app_name)
     try:
@@ -141,7 +147,7 @@ async def rollback(
         app, info = await plan(svc, app_name, commit)
         git = _git(svc)
         await step("revert", StepState.RUNNING, f"reverting {info.short_sha}")
-        outcome = await git.revert(info.sha, requested_by=caller.label())
+        outcome = await git.revert(info.sha, requested_by=requested_by or caller.label())
     except errors.CommandError as e:
         await fail_running(step, e)
         return failed_result("rollback", app_name, e, step, link=link)
@@ -153,6 +159,8 @@ async def rollback(
         Link("Revert" if outcome.kind == "committed" else "Pull request", outcome.url),
         Link("Argo CD", link),
     )
+    if on_revert is not None:
+        await on_revert(outcome)
     if outcome.kind == "pull_request":
         await step("revert", StepState.DONE, f"{outcome.branch} is protected: pull request opened")
         return Result(

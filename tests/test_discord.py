@@ -193,7 +193,9 @@ def custom_ids(message: dict[str, Any]) -> list[str]:
 # -- start-up -----------------------------------------------------------------------------------
 async def test_slash_commands_are_synced_once_to_the_configured_guild(bot: Bot) -> None:
     commands = {c["name"]: c for c in bot.fake.commands(dp.GUILD_ID)}
-    assert set(commands) == {"sync", "rollback", "selfheal", "verify-rootless", "status", "help"}
+    assert set(commands) == {
+        "sync", "rollback", "selfheal", "verify-rootless", "status", "autorollback", "help",
+    }  # fmt: skip
     assert bot.fake.commands(None) == []  # nothing pushed globally
     sync_opts = {o["name"]: o for o in commands["sync"]["options"]}
     assert sync_opts["app"]["autocomplete"] is True and sync_opts["app"]["required"] is True
@@ -213,7 +215,7 @@ async def test_command_names_follow_the_configured_prefix(
     try:
         names = {c["name"] for c in fake.commands(None)}  # no guild configured: global
         assert names == {"argo-sync", "argo-rollback", "argo-selfheal", "argo-verify-rootless",
-                         "argo-status", "argo-help"}  # fmt: skip
+                         "argo-status", "argo-autorollback", "argo-help"}  # fmt: skip
     finally:
         await runner.close()
         store.close()

@@ -606,7 +606,8 @@ def test_alert_rejects_bad_values(change: dict[str, Any], message: str) -> None:
 def test_acknowledged_shows_on_both_platforms() -> None:
     alert = ALERT_DEGRADED.acknowledged("bob")
     reply = render_slack.alert_thread_reply(alert)
-    assert "👀 acknowledged by bob" in reply["blocks"][-1]["elements"][0]["text"]
+    context = [b for b in reply["blocks"] if b["type"] == "context"][-1]
+    assert "👀 acknowledged by bob" in context["elements"][0]["text"]
     footer = render_discord.alert_message(alert)["embeds"][0]["footer"]["text"]
     assert footer == "prod-cluster/payments:degraded · 👀 acknowledged by bob"
 

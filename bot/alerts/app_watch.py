@@ -32,6 +32,7 @@ from notifiers.incidents.engine import Signal
 log = logging.getLogger(__name__)
 
 Emit = Callable[[list[Signal]], Awaitable[None]]
+Observer = Callable[[str, Application], None]  # sees every change (the auto-rollback policy)
 
 
 class _Seen:
@@ -81,6 +82,7 @@ class AppWatch:
         self.connects = 0
         self.connected = asyncio.Event()
         self.failing: str | None = None  # why the stream broke, until it delivers again (/readyz)
+        self.observers: list[Observer] = []
         self._task: asyncio.Task[None] | None = None
 
     # -- what a change means (pure apart from self.seen) -----------------------------------
@@ -182,6 +184,8 @@ class AppWatch:
                     self.failing = None
                     backoff.reset()
                     batch += self.observe(kind, app)
+                    for observer in self.observers:
+                        observer(kind, app)
                     if batch:
                         await self.emit(batch)
                         batch = []

@@ -128,6 +128,8 @@ class AlertRunner:
         self.deliverer: Deliverer | None = None
         self.app_watch: Any = None
         self.event_watch: Any = None
+        self.autorollback: Any = None  # bot.alerts.autorollback.AutoRollback, with the watch
+        self.metrics = reg
         self._signals: asyncio.Queue[Signal] = asyncio.Queue(maxsize=100_000)
         self._wake = asyncio.Event()
         self._sleep_until: float | None = None  # None: until woken
@@ -267,6 +269,7 @@ class AlertRunner:
                 ui_url=self.settings.ui_url,
                 operations=self.sync_metrics,
             )
+            self._start_autorollback(services)
             self.app_watch.start()
         kube_client = self.options.kube_client
         if kube_client is None and services is not None and services.kube is not None:
@@ -288,12 +291,23 @@ class AlertRunner:
             )
             self.event_watch.start()
 
+    def _start_autorollback(self, services: Services) -> None:
+        from bot.alerts import autorollback as ar
+
+        threads = ar.IncidentThreads(lambda: self.alert_store, self._after)
+        self.autorollback = ar.AutoRollback(
+            self.settings, self.store, services, threads, self.metrics
+        )
+        self.app_watch.observers.append(self.autorollback.observe)
+
     async def close(self) -> None:
         if self._scheduler is not None:
             with contextlib.suppress(Exception):
                 self._scheduler.shutdown(wait=False)
         if self.app_watch is not None:
             await self.app_watch.close()
+        if self.autorollback is not None:
+            await self.autorollback.close()
         if self.event_watch is not None:
             await self.event_watch.close()
         for t in [*self._tasks, *self._background]:

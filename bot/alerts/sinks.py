@@ -138,14 +138,18 @@ class SlackSink:
 
 
 def discord_reply(alert: Alert) -> dict[str, Any]:
-    """A short thread reply: the headline and summary, no embed fields, no buttons."""
+    """A short thread reply: the headline and summary, no embed fields, and no buttons unless
+    the reply carries actions."""
     full = render_discord.alert_message(alert)
     embeds = full.get("embeds") or []
     slim: list[dict[str, Any]] = []
     if embeds:
         first = {k: v for k, v in embeds[0].items() if k in ("color", "description", "timestamp")}
         slim.append(first)
-    return {"content": full.get("content", ""), "embeds": slim, "allowed_mentions": {"parse": []}}
+    out = {"content": full.get("content", ""), "embeds": slim, "allowed_mentions": {"parse": []}}
+    if alert.actions:  # a reply offering a next step (auto-rollback's Undo): its buttons only
+        out["components"] = render_discord.reply_components(alert.actions)
+    return out
 
 
 class DiscordSink:

@@ -7,7 +7,9 @@ Built-ins are parsed here; other features add commands with ``Catalog.register``
 runner's ``ack``). Names are configurable (``settings.command_names``/``command_prefix``),
 since slash commands are workspace-wide; the canonical name is what buttons carry.
 
-``ack`` silences an incident's re-announcements, so it is authorized on the incident's app with
+``autorollback off|on|status`` pauses, resumes and shows the auto-rollback policy; it is
+authorized on its app (operator for off/on, viewer for status) but takes no per-app lock, so a
+policy's rollback in progress can be paused. ``ack`` silences an incident's re-announcements, so it is authorized on the incident's app with
 ``authorization.ack_role`` (operator by default), whoever registers it; it takes no per-app lock
 (acknowledging while a sync of the app runs is fine).
 """
@@ -19,7 +21,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.chat.invocation import Invocation
+from bot.metrics import Registry, rollbacks
 from bot.settings import Settings
+from bot.state.autorollback import StoreLedger
+from bot.state.store import Store
 from commands import errors, validation
 from commands.context import Caller, Services
 from commands.results import Fact, Progress, Result, Status
@@ -98,18 +103,33 @@ BUILTINS: tuple[Command, ...] = (
         "sync, health, operation and what is unhealthy; without APP, the apps that need attention",
         mutating=False,
     ),
+    Command(
+        "autorollback",
+        "off|on|status [APP] [DURATION]",
+        "pause (`off APP 2h`), resume or show the auto-rollback policy",
+        mutating=True,
+    ),
     Command("help", "[COMMAND]", "this list", mutating=False),
 )
-ALIASES = {"verify": "verify-rootless", "self-heal": "selfheal"}
+ALIASES = {"verify": "verify-rootless", "self-heal": "selfheal", "auto-rollback": "autorollback"}
 
 
 class Catalog:
     """The commands this bot knows, under their configured names."""
 
-    def __init__(self, settings: Settings, services: Callable[[], Services | None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        services: Callable[[], Services | None],
+        *,
+        store: Store | None = None,
+        metrics: Registry | None = None,
+    ) -> None:
         self.settings = settings
         self._services = services
+        self._store = store
         self._commands: dict[str, Command] = {c.name: c for c in BUILTINS}
+        self._m_rollbacks = rollbacks(metrics or Registry())
 
     def register(
         self,
@@ -185,6 +205,8 @@ class Catalog:
             return self._parse_help(cmd, args)
         if name == "selfheal":
             return self._parse_selfheal(cmd, args, caller)
+        if name == "autorollback":
+            return self._parse_autorollback(cmd, args, caller)
         if name == "status" and not args:
             from commands.status import overview
 
@@ -252,9 +274,12 @@ class Catalog:
         from commands.rollback import rollback_chat
 
         async def run(p: Progress) -> Result:
-            return await rollback_chat(
+            result = await rollback_chat(
                 self._svc(), app, commit=commit, caller=caller, progress=p, opts=opts
             )
+            if writes:
+                self._m_rollbacks.inc(trigger="manual", outcome=result.status.value)
+            return result
 
         # Without the full SHA the core only shows the commit and a confirm button (the
         # button pins the SHA), so only the call that writes needs the confirmation.
@@ -303,6 +328,51 @@ class Catalog:
             prompt=f"Turn self-heal off for {app}{for_how_long}? Argo CD will stop undoing "
             "manual changes in the cluster.",
         )
+
+    def _parse_autorollback(self, cmd: Command, args: list[str], caller: Caller) -> Parsed:
+        from commands.autorollback_cmd import MAX_PAUSE, MIN_PAUSE, autorollback
+
+        if not args:
+            raise errors.BadInput("Missing off|on|status.")
+        action = args[0].lower()
+        if action not in ("on", "off", "status"):
+            raise errors.BadInput(f"'{args[0][:40]}' is not off, on or status.")
+        app = _one_app(args[1:]) if action != "status" or args[1:] else None
+        duration: float | None = None
+        rest = args[2:]
+        if rest:
+            if action != "off":
+                raise errors.BadInput("A duration only makes sense with 'off'.")
+            duration = validation.duration(
+                rest[0], minimum=MIN_PAUSE, maximum=MAX_PAUSE, what="auto-rollback pause"
+            )
+            _no_more(rest[1:])
+        line = " ".join(["autorollback", action, *([app] if app else []), *rest[:1]]).lower()
+
+        async def run(_p: Progress) -> Result:
+            return await autorollback(
+                self._svc(),
+                self._ledger(),
+                self.settings.auto_rollback_policy(),
+                "on" if action == "on" else "off" if action == "off" else "status",
+                app,
+                duration=duration,
+                caller=caller,
+            )
+
+        return Parsed(
+            cmd,
+            line,
+            None,  # no per-app lock: pausing must work while a rollback of the app runs
+            run,
+            role="viewer" if action == "status" else None,
+            scope_app=app,
+        )
+
+    def _ledger(self) -> StoreLedger:
+        if self._store is None:
+            raise errors.Unavailable("Auto-rollback needs the state store, which is not open.")
+        return StoreLedger(self._store)
 
     def _parse_extra(self, inv: Invocation, cmd: Command, args: list[str]) -> Parsed:
         handler = cmd.handler

@@ -64,6 +64,19 @@ def build_commands(tree: app_commands.CommandTree[Any], chatops: DiscordApp) -> 
     async def status(interaction: discord.Interaction, app: str | None = None) -> None:
         await chatops.run(interaction, _args("status", app))
 
+    @app_commands.describe(
+        action="off pauses, on resumes, status shows",
+        app="Argo CD application (status: none for all)",
+        duration="with off: resume after, e.g. 2h",
+    )
+    async def autorollback(
+        interaction: discord.Interaction,
+        action: Literal["off", "on", "status"],
+        app: str | None = None,
+        duration: str | None = None,
+    ) -> None:
+        await chatops.run(interaction, _args("autorollback", action, app, duration))
+
     async def help_(interaction: discord.Interaction) -> None:
         await chatops.run(interaction, "help")
 
@@ -73,6 +86,7 @@ def build_commands(tree: app_commands.CommandTree[Any], chatops: DiscordApp) -> 
         ("selfheal", selfheal, "Turn Argo CD self-heal off or on"),
         ("verify-rootless", verify_rootless, "Check the StatefulSets run as non-root"),
         ("status", status, "Show an application's sync and health"),
+        ("autorollback", autorollback, "Pause, resume or show the auto-rollback policy"),
         ("help", help_, "What this bot can do"),
     ]
     for key, callback, description in table:

@@ -64,12 +64,12 @@ class Dispatcher:
         self.authz = Authorizer(settings.authorization, slack_groups=slack_groups)
         self.clock = clock
         self.progress_interval = PROGRESS_INTERVAL
-        self.catalog = Catalog(settings, lambda: self.services)
+        reg = metrics or Registry()
+        self.catalog = Catalog(settings, lambda: self.services, store=store, metrics=reg)
         self._inflight: dict[str, InFlight] = {}
         self._running: dict[asyncio.Task[Any], int] = {}
         self._interrupted: set[int] = set()
         self._accepting = True
-        reg = metrics or Registry()
         self._m_commands = reg.counter(
             "chatops_commands_total",
             "Chat commands by platform, command and outcome",

@@ -132,6 +132,18 @@ def build_parser() -> Parser:
         help="with off: turn it back on after this long (1m to 7d, e.g. 30m, 2h)",
     )
 
+    ar = sub.add_parser("autorollback", help="pause, resume or show the auto-rollback policy", **kw)
+    ar.add_argument(
+        "mode", choices=["off", "on", "status"], help="off pauses it for APP, on resumes it"
+    )
+    ar.add_argument("app", nargs="?", help="the Argo CD application (status: omit for all)")
+    ar.add_argument(
+        "--for",
+        dest="duration",
+        metavar="DURATION",
+        help="with off: resume after this long (1m to 30d, e.g. 2h); default until on",
+    )
+
     v = sub.add_parser("verify-rootless", help="check no container runs as root", **kw)
     v.add_argument("app", help="the Argo CD application whose StatefulSets to check")
 

@@ -148,6 +148,40 @@ async def do_selfheal(settings: Settings, args: argparse.Namespace) -> Result:
     )
 
 
+async def do_autorollback(settings: Settings, args: argparse.Namespace) -> Result:
+    from bot.state.autorollback import StoreLedger
+    from commands.autorollback_cmd import MAX_PAUSE, MIN_PAUSE, autorollback
+
+    if args.app is not None:
+        validation.app_name(args.app)
+    elif args.mode != "status":
+        raise errors.BadInput(f"autorollback {args.mode} needs an APP.")
+    duration = None
+    if args.duration:
+        if args.mode != "off":
+            raise errors.BadInput("--for only makes sense with off.")
+        duration = validation.duration(
+            args.duration, minimum=MIN_PAUSE, maximum=MAX_PAUSE, what="auto-rollback pause"
+        )
+    st = _store(settings)
+    try:
+        return await _with_services(
+            settings,
+            lambda svc: autorollback(
+                svc,
+                StoreLedger(st),
+                settings.auto_rollback_policy(),
+                args.mode,
+                args.app,
+                duration=duration,
+                caller=_caller(),
+            ),
+            kube=False,
+        )
+    finally:
+        st.close()
+
+
 async def do_status(settings: Settings, args: argparse.Namespace) -> Result:
     from commands.status import overview, status
 
@@ -362,6 +396,7 @@ Handler = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, Result | 
 HANDLERS: dict[str, Handler] = {
     "sync": do_sync,
     "selfheal": do_selfheal,
+    "autorollback": do_autorollback,
     "status": do_status,
     "verify-rootless": do_verify,
     "hook": do_hook,

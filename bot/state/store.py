@@ -154,6 +154,40 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX replay_seen_expires ON replay_seen (expires_at);
         """,
     ),
+    (
+        7,
+        # the auto-rollback policy (bot/state/autorollback.py): how each opted-in app looked at
+        # each revision it settled at, one decision per (app, revision), and pauses
+        """
+        CREATE TABLE autorollback_marks (
+            app TEXT NOT NULL,
+            revision TEXT NOT NULL,
+            healthy INTEGER NOT NULL,
+            seen_at REAL NOT NULL,
+            PRIMARY KEY (app, revision)
+        );
+        CREATE TABLE autorollback_decisions (
+            app TEXT NOT NULL,
+            revision TEXT NOT NULL,
+            trigger_kind TEXT NOT NULL,
+            action TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            commit_sha TEXT NOT NULL,
+            revert_sha TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            decided_at REAL NOT NULL,
+            PRIMARY KEY (app, revision)
+        );
+        CREATE INDEX autorollback_decisions_time ON autorollback_decisions (decided_at);
+        CREATE TABLE autorollback_pauses (
+            app TEXT PRIMARY KEY,
+            paused_until REAL NOT NULL,
+            paused_by TEXT NOT NULL,
+            paused_at REAL NOT NULL
+        );
+        """,
+    ),
 ]
 
 REPLAY_PRUNE_EVERY = 60.0  # seconds between deletions of expired replay rows

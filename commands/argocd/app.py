@@ -12,6 +12,8 @@ from typing import Any
 TERMINAL_PHASES = ("Succeeded", "Failed", "Error")
 FAILED_PHASES = ("Failed", "Error")
 TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
+# opt-in to the auto-rollback policy (commands/autorollback.py): "on" | "propose" | "off"
+AUTO_ROLLBACK_ANNOTATION = "chatops.argocd-chatops.io/auto-rollback"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 
 
@@ -70,6 +72,16 @@ class Application:
     @property
     def labels(self) -> dict[str, str]:
         return dict(dig(self.raw, "metadata", "labels", default={}) or {})
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        return dict(dig(self.raw, "metadata", "annotations", default={}) or {})
+
+    @property
+    def auto_rollback(self) -> str | None:
+        """The auto-rollback annotation as written (lower-cased), None when absent."""
+        value = self.annotations.get(AUTO_ROLLBACK_ANNOTATION)
+        return None if value is None else str(value).strip().lower()
 
     @property
     def owner_kinds(self) -> list[str]:

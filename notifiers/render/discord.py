@@ -90,6 +90,11 @@ def _components(actions: Sequence[Action], links: Sequence[Link]) -> list[Compon
     return [{"type": ACTION_ROW, "components": row} for row in rows]
 
 
+def reply_components(actions: Sequence[Action]) -> list[Component]:
+    """The buttons of a thread reply that offers a next step (no link buttons)."""
+    return _components(actions, ())
+
+
 def embed_total(embed: Embed) -> int:
     """The characters Discord counts against the 6000 total of an embed."""
     total = rc.measure(embed.get("title", "")) + rc.measure(embed.get("description", ""))

@@ -192,7 +192,8 @@ def alert_blocks(alert: Alert) -> Message:
 
 
 def alert_thread_reply(alert: Alert) -> Message:
-    """A short reply in the incident's thread: a repeat, an acknowledgement or the recovery."""
+    """A short reply in the incident's thread: a repeat, an acknowledgement or the recovery;
+    buttons only when the reply carries actions (the engine's own replies carry none)."""
     style = rc.SEVERITY_STYLE[alert.severity]
     if alert.kind == "recovered":
         what = "Recovered"
@@ -214,4 +215,5 @@ def alert_thread_reply(alert: Alert) -> Message:
     if alert.acknowledged_by:
         context.append(f"{rc.ACK_EMOJI} acknowledged by {escape(alert.acknowledged_by)}")
     blocks.append(_context(" · ".join(context)))
+    blocks.extend(_buttons(alert.actions, ()))  # replies that offer a next step (auto-rollback)
     return _finish(fallback, blocks)
