@@ -117,6 +117,7 @@ class Leadership:
         )
         self._drain: asyncio.Task[None] | None = None
         self._runner: AlertRunner | None = None
+        self.active = False  # this replica's singletons are up (set after they started)
         self._m_leader = metrics.gauge(
             "chatops_leader", "1 on the replica that holds the Lease, 0 on others", ("instance",)
         )
@@ -188,8 +189,10 @@ class Leadership:
             self._drain = asyncio.create_task(
                 self.inbox.run(runner.ingest, self.inbox_poll), name="webhook-inbox"
             )
+        self.active = True
 
     async def _on_stop(self) -> None:
+        self.active = False
         self._m_leader.set(0, instance=self.identity)
         if self.webhook is not None:
             self.webhook.attach(self.inbox)  # before the runner closes: no request finds it closed
