@@ -68,10 +68,10 @@ class Pair:
     """Replicas on one store; ``start(name)`` runs one, ``leader``/``follower`` find them."""
 
     def __init__(
-        self, tmp_path: Path, url: str, argo: FakeArgoCD, slack: FakeSlack, kube: FakeKube
+        self, tmp_path: Path, url: str, argo: FakeArgoCD, chat: FakeSlack, kube: FakeKube
     ) -> None:
         self.tmp_path, self.url = tmp_path, url
-        self.argo, self.slack, self.kube = argo, slack, kube
+        self.argo, self.slack, self.kube = argo, chat, kube
         self.bots: dict[str, Bot] = {}
         self.now = [time.time()]
 
@@ -160,8 +160,8 @@ async def readyz(bot: Bot) -> tuple[int, dict[str, Any]]:
         return r.status, json.loads(await r.text())
 
 
-def posts_about(slack: FakeSlack, app: str) -> list[dict[str, Any]]:
-    return [m for m in slack.messages_in(ALERTS) if m["text"].split(":")[0].endswith(app)]
+def posts_about(chat: FakeSlack, app: str) -> list[dict[str, Any]]:
+    return [m for m in chat.messages_in(ALERTS) if m["text"].split(":")[0].endswith(app)]
 
 
 def invocation(text: str, name: str = OPERATOR_NAME, **kw: Any) -> Invocation:
