@@ -8,6 +8,10 @@ role needed), ask for confirmation of destructive actions, take the per-app lock
 operation on a busy app is told who started what and when), run the core with throttled progress,
 show the Result with its next-action buttons, close the audit row.
 
+The per-app lock is a row in the store (``bot.state.locks.OperationLocks``, owner = this
+replica's instance id), so it holds across replicas sharing a PostgreSQL store: a ``/sync`` that
+reaches the other replica is refused with who started what, too.
+
 Buttons carry plain command strings (``Action.command``) and come back through the same path, so
 nothing but the message itself holds state, and buttons keep working after a restart.
 """
@@ -19,7 +23,6 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from bot.chat.authz import Authorizer, GroupResolver
@@ -28,6 +31,8 @@ from bot.chat.invocation import Invocation, Reply
 from bot.chat.progress import PROGRESS_INTERVAL, ProgressThrottle
 from bot.metrics import Registry
 from bot.settings import Settings
+from bot.state.leader import identity
+from bot.state.locks import Holder, OperationLocks
 from bot.state.store import Store
 from commands import errors, validation
 from commands.context import Services
@@ -38,13 +43,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Dispatcher", "Handler", "InFlight", "Invocation", "Reply"]
 
-
-@dataclass(frozen=True)
-class InFlight:
-    line: str
-    user_name: str
-    platform: str
-    started_at: float
+InFlight = Holder  # who holds an app's lock: the line, who, from where, since when
 
 
 class Dispatcher:
@@ -57,6 +56,7 @@ class Dispatcher:
         slack_groups: GroupResolver | None = None,
         metrics: Registry | None = None,
         clock: Callable[[], float] = time.time,
+        locks: OperationLocks | None = None,
     ) -> None:
         self.settings = settings
         self.services = services
@@ -66,7 +66,7 @@ class Dispatcher:
         self.progress_interval = PROGRESS_INTERVAL
         reg = metrics or Registry()
         self.catalog = Catalog(settings, lambda: self.services, store=store, metrics=reg)
-        self._inflight: dict[str, InFlight] = {}
+        self.locks = locks or OperationLocks(store, identity(settings.instance_id))
         self._running: dict[asyncio.Task[Any], int] = {}
         self._interrupted: set[int] = set()
         self._accepting = True
@@ -193,15 +193,14 @@ class Dispatcher:
             await _safe(reply.ask_confirm(parsed.prompt, parsed.line))
             return None, "confirm"
         if parsed.app is not None:
-            holder = self._inflight.get(parsed.app)
+            holder = await self.locks.take(
+                parsed.app, Holder(parsed.line, inv.user_name, inv.platform, self.clock())
+            )
             if holder is not None:
                 text = self._busy_text(parsed.app, holder)
                 await self._end(audit_id, "busy", text)
                 await _safe(reply.error(text))
                 return None, "busy"
-            self._inflight[parsed.app] = InFlight(
-                parsed.line, inv.user_name, inv.platform, self.clock()
-            )
         self._m_busy.inc()
         try:
             result, outcome = await self._execute(parsed, reply)
@@ -209,9 +208,18 @@ class Dispatcher:
         finally:
             self._m_busy.dec()
             if parsed.app is not None:
-                self._inflight.pop(parsed.app, None)
+                await self._unlock(parsed.app)
         await self._end(audit_id, outcome, result.summary)
         return result, outcome
+
+    async def _unlock(self, app: str) -> None:
+        try:
+            await asyncio.shield(self.locks.release(app))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the row expires after the lock TTL without its heartbeat
+            self.locks.held.discard(app)
+            log.warning("could not release the lock on %s: %s", app, type(e).__name__)
 
     async def _execute(self, parsed: Parsed, reply: Reply) -> tuple[Result, str]:
         target = parsed.app or ""
@@ -325,6 +333,7 @@ class Dispatcher:
         if pending:
             log.warning("%d command(s) did not finish before shutdown", len(pending))
             await asyncio.wait(pending, timeout=5.0)
+        await self.locks.close()  # stops the heartbeat; releases what is still held
 
 
 async def _safe(call: Awaitable[None], *, timeout: float | None = None) -> None:

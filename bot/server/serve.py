@@ -12,6 +12,11 @@ integration, while the store is closed, Argo CD is not configured, or an enabled
 down: Slack's auth.test has not succeeded (retried in the background), the Discord gateway is
 not connected (its start is retried with capped backoff), the alert pipeline failed to start, or
 a watch is failing.
+
+With a PostgreSQL store (``Settings.shared_state``) several replicas run side by side: every one
+serves HTTP and Slack, and only the holder of the Lease runs the singletons (alerts, self-heal
+timers, Discord, the webhook inbox drain): ``bot.server.leadership``. Their readiness checks then
+apply on the leader only. With SQLite the singletons start directly, as one replica.
 """
 
 from __future__ import annotations
@@ -37,11 +42,13 @@ from bot.chat.dispatch import Dispatcher
 from bot.chat.slack import SlackAdapter, group_resolver, make_client
 from bot.http_limits import HttpLimits
 from bot.metrics import Registry
-from bot.server import wiring
+from bot.server import leadership, wiring
 from bot.server.http import HttpServer, Probes, build_app
 from bot.settings import ConfigError, Settings
+from bot.state.leader import Timings, identity
+from bot.state.locks import OperationLocks
 from bot.state.replay import ReplayGuard
-from bot.state.scheduler import SelfHealScheduler
+from bot.state.scheduler import RESCAN_INTERVAL, SelfHealScheduler
 from bot.state.store import Store, StoreError, open_store
 from commands.context import Services
 
@@ -61,7 +68,8 @@ def _safe_url(url: str) -> str:
 
 class Bot:
     """Everything ``chatops serve`` runs. ``host``/``port`` override ``CHATOPS_LISTEN`` (tests
-    and the benchmark listen on port 0); ``kube_client`` replaces in-cluster/KUBECONFIG."""
+    and the benchmark listen on port 0); ``kube_client`` replaces in-cluster/KUBECONFIG;
+    ``lease_timings`` replaces the settings' (tests hand over in about a second)."""
 
     def __init__(
         self,
@@ -72,6 +80,7 @@ class Bot:
         kube_client: Any | None = None,
         clock: Callable[[], float] = time.time,
         drain_timeout: float = DRAIN_TIMEOUT,
+        lease_timings: Timings | None = None,
     ) -> None:
         self.settings = settings
         self.host = host if host is not None else settings.listen_host
@@ -79,6 +88,9 @@ class Bot:
         self.kube_client = kube_client
         self.clock = clock
         self.drain_timeout = drain_timeout
+        self.lease_timings = lease_timings
+        self.leadership: leadership.Leadership | None = None
+        self._leads = not settings.shared_state  # runs the singletons (always, alone)
         self.metrics = Registry()
         self.probes = Probes()
         self.store: Store | None = None
@@ -130,6 +142,10 @@ class Bot:
         if s.slack_bot_token is not None:
             self._session = aiohttp.ClientSession()
             slack_client = make_client(s, self._session)
+        locks = OperationLocks(self.store, identity(s.instance_id))
+        if not s.shared_state:
+            # alone on its SQLite file: a lock row left by a killed process is nobody's
+            await asyncio.to_thread(self.store.execute, "DELETE FROM op_locks")
         self.dispatcher = Dispatcher(
             s,
             self.services,
@@ -137,10 +153,15 @@ class Bot:
             slack_groups=group_resolver(slack_client) if slack_client is not None else None,
             metrics=self.metrics,
             clock=self.clock,
+            locks=locks,
         )
         if self.services is not None:
             self.scheduler = SelfHealScheduler(
-                self.store, self.services, announce=self.announce, clock=self.clock
+                self.store,
+                self.services,
+                announce=self.announce,
+                clock=self.clock,
+                rescan_interval=(leadership.RESCAN_INTERVAL if s.shared_state else RESCAN_INTERVAL),
             )
             self.services.timers = self.scheduler.timers()
 
@@ -158,15 +179,34 @@ class Bot:
         self.enabled["http"] = f"listening on {where} (/healthz /readyz /metrics)"
 
         await self._start_slack()
-        await self._start_discord()
-        await self._start_alerts()
-        if self.scheduler is not None:
-            pending = await self.scheduler.start()
-            self.enabled["timers"] = f"self-heal timers: {pending} pending"
+        self._singleton_probes()
+        if s.shared_state:
+            self.leadership = leadership.Leadership(
+                s,
+                self.store,
+                self.metrics,
+                api_client=self._lease_client(),
+                singletons=self,
+                webhook=self.webhook,
+                timings=self.lease_timings,
+            )
+            self.probes.add_detail("leadership", self.leadership.state)
+            self.leadership.register_ack(self.dispatcher)
+            log.info("%s", self.leadership.describe())
+            for feature in ("discord", "alerts", "timers"):
+                self.enabled.setdefault(feature, "on the leader only")
         else:
-            self.enabled["timers"] = "self-heal timers: off (needs Argo CD)"
+            log.info("single replica (SQLite)")
+            self.metrics.gauge(
+                "chatops_leader",
+                "1 on the replica that holds the Lease, 0 on others",
+                ("instance",),
+            ).set(1, instance=identity(s.instance_id))
+            await self.start_singletons()
         for feature, line in self.enabled.items():
             log.info("%s: %s", feature, line)
+        if self.leadership is not None:
+            self.leadership.start()
         # Everything imported and built so far lives as long as the process. Without this, a
         # full (generation 2) collection walks all of it, a ~40 ms pause that lands in the
         # middle of a burst of commands and delays every ack queued behind it.
@@ -247,6 +287,60 @@ class Bot:
             log.exception("webhooks could not be mounted")
             self.enabled["webhooks"] = f"FAILED ({type(e).__name__})"
 
+    def _lease_client(self) -> Any:
+        if self.kube_client is not None:
+            return self.kube_client
+        if self.services is not None and self.services.kube is not None:
+            return self.services.kube.api_client
+        return wiring.kube_api_client()
+
+    # -- the singletons: on the one replica, or on the leader ------------------------------------
+    def _singleton_probes(self) -> None:
+        def leading(check: Callable[[], str | None]) -> Callable[[], str | None]:
+            return lambda: check() if self._leads else None
+
+        if self.settings.discord_token is not None:
+            self.probes.add(
+                "discord",
+                leading(lambda: self.discord.problem() if self.discord else "not started yet"),
+            )
+        self.probes.add("alerts", leading(lambda: self._alerts_problem))
+        self.probes.add("watches", leading(self._watch_problem))
+
+    async def start_singletons(self) -> alert_runner.AlertRunner | None:
+        """Discord, alerts, the self-heal timers; returns where webhooks go (the runner)."""
+        self._leads = True
+        await self._start_discord()
+        await self._start_alerts()
+        if self.scheduler is not None:
+            pending = await self.scheduler.start()
+            self.enabled["timers"] = f"self-heal timers: {pending} pending"
+        else:
+            self.enabled["timers"] = "self-heal timers: off (needs Argo CD)"
+        if self.leadership is not None:
+            for feature in ("discord", "alerts", "timers"):
+                log.info("%s: %s", feature, self.enabled[feature])
+        return self.alerts
+
+    async def stop_singletons(self) -> None:
+        """At once (a replica that lost the Lease must fall silent before another takes it)."""
+        self._leads = False
+        for name, part in (("scheduler", self.scheduler), ("alerts", self.alerts)):
+            if part is None:
+                continue
+            try:
+                await part.close()
+            except Exception:
+                log.exception("closing %s failed", name)
+        discord, self.discord = self.discord, None
+        self.alerts = None
+        self._alerts_problem = None
+        if discord is not None:
+            try:
+                await discord.close()
+            except Exception:
+                log.exception("closing discord failed")
+
     async def _start_discord(self) -> None:
         if self.settings.discord_token is None:
             self.enabled["discord"] = "off (CHATOPS_DISCORD_TOKEN is not set)"
@@ -255,7 +349,6 @@ class Bot:
         self.discord = DiscordSupervisor.for_settings(
             self.settings, self.dispatcher, replays=self.replays
         )
-        self.probes.add("discord", self.discord.problem)
         if await self.discord.start():
             self.enabled["discord"] = "gateway connecting" + (
                 f", commands synced to guild {self.settings.discord_guild_id}"
@@ -268,13 +361,13 @@ class Bot:
     async def _start_alerts(self) -> None:
         assert self.store is not None
         sinks = {"slack": self.slack, "discord": self.discord}
-        self.probes.add("alerts", lambda: self._alerts_problem)
-        self.probes.add("watches", self._watch_problem)
         try:
+            # with a Lease, ``ack`` is registered once, routed to whichever runner leads
+            commands = self.dispatcher if self.leadership is None else None
             self.alerts = await alert_runner.start(
-                self.settings, self.store, self.services, sinks, self.metrics, self.dispatcher
+                self.settings, self.store, self.services, sinks, self.metrics, commands
             )
-            if self.webhook is not None:
+            if self.webhook is not None and self.leadership is None:
                 self.webhook.attach(self.alerts)
             self.enabled["alerts"] = "on"
             if hasattr(self.alerts, "delivery_health"):
@@ -310,24 +403,20 @@ class Bot:
         log.info("shutting down: no new requests; waiting for running commands")
         if self.http is not None:
             await self.http.stop()  # stop accepting; requests being handled finish
+        if self.leadership is not None:
+            await self.leadership.stop()  # singletons stop, the Lease is released: hand over now
         if self.slack is not None and self.slack.socket_mode:
             await self.slack.close()
         if self.dispatcher is not None:
             await self.dispatcher.drain(self.drain_timeout)
         if self.slack is not None:
             await self.slack.drain(5.0)
-        for name, part in (
-            ("scheduler", self.scheduler),
-            ("alerts", self.alerts),
-            ("discord", self.discord),
-            ("slack", self.slack),
-        ):
-            if part is None:
-                continue
+        await self.stop_singletons()
+        if self.slack is not None:
             try:
-                await part.close()
+                await self.slack.close()
             except Exception:
-                log.exception("closing %s failed", name)
+                log.exception("closing slack failed")
         if self._session is not None:
             await self._session.close()
         if self.services is not None:

@@ -36,25 +36,54 @@ class Inbox:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
+        self._waiting: list[tuple[str, str, asyncio.Future[str]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- follower -------------------------------------------------------------------------------
-    def _put(self, key: str, signals: list[Signal]) -> str:
-        body = json.dumps([signal_to_json(s) for s in signals], separators=(",", ":"))
+    def _put(self, items: list[tuple[str, str]]) -> list[str]:
+        """One transaction (one fsync) for every webhook waiting: "accepted" or "duplicate"."""
+        out = []
+        now = self.clock()
         with self.store.transaction() as db:
-            seen = db.execute("SELECT 1 FROM webhook_dedup WHERE key=?", (key,)).fetchone()
-            if seen is not None:
-                return "duplicate"
-            cur = db.execute(
-                "INSERT INTO webhook_inbox (key, signals, received_at) VALUES (?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                (key, body, self.clock()),
-            )
-            return "accepted" if cur.rowcount == 1 else "duplicate"
+            for key, body in items:
+                seen = db.execute("SELECT 1 FROM webhook_dedup WHERE key=?", (key,)).fetchone()
+                if seen is not None:
+                    out.append("duplicate")
+                    continue
+                cur = db.execute(
+                    "INSERT INTO webhook_inbox (key, signals, received_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT DO NOTHING",
+                    (key, body, now),
+                )
+                out.append("accepted" if cur.rowcount == 1 else "duplicate")
+        return out
 
     async def ingest(self, signals: Iterable[Signal], dedup_key: str | None = None) -> str:
-        """Commit the signals for the leader; "accepted" or "duplicate", like the engine's."""
+        """Commit the signals for the leader; "accepted" or "duplicate", like the engine's.
+
+        Concurrent requests share a commit (group commit, as the leader's writer does): the
+        answer still comes only once its row is committed."""
         key = dedup_key or f"inbox-{uuid.uuid4().hex}"
-        return await asyncio.to_thread(self._put, key, list(signals))
+        body = json.dumps([signal_to_json(s) for s in signals], separators=(",", ":"))
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting.append((key, body, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="webhook-inbox-commit")
+        return await fut
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
+            try:
+                results = await asyncio.to_thread(self._put, [(k, b) for k, b, _ in batch])
+            except Exception as e:  # the whole batch is refused (503): Argo CD retries
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for (_, _, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
 
     # -- leader ---------------------------------------------------------------------------------
     def _pending(self, limit: int) -> list[tuple[str, list[Signal]]]:

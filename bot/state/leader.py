@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -59,6 +60,12 @@ class _Record:
     duration: int
     transitions: int
     resource_version: str
+
+
+def identity(configured: str | None) -> str:
+    """This replica's name in the Lease and in lock rows: ``CHATOPS_INSTANCE_ID`` (the pod name,
+    from the downward API), else the hostname (which is the pod name in Kubernetes too)."""
+    return configured or socket.gethostname()
 
 
 def _now_micro() -> dt.datetime:

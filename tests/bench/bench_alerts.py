@@ -118,6 +118,10 @@ async def serve(cfg: dict[str, Any]) -> None:
     alerts = await alerting.start(settings, store, services, None, metrics, None, options=options)
     if endpoint is not None:
         endpoint.attach(alerts)
+        if cfg.get("inbox"):  # a follower replica: webhooks go to the shared inbox (bench_ha.py)
+            from bot.state.inbox import Inbox
+
+            endpoint.attach(Inbox(store))
     print("READY", flush=True)
     try:
         while True:
