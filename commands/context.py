@@ -153,13 +153,15 @@ async def _find(svc: Services, ref: targets.AppRef) -> Services:
 
 async def app_labels(svc: Services) -> list[str]:
     """Every app of every reachable instance, as people address it (autocomplete, did you
-    mean). An instance that cannot be listed is left out."""
+    mean). An instance that cannot be listed is left out; when none can, its error is raised."""
     each = svc.everywhere()
     answers = await asyncio.gather(*(s.argocd.names() for s in each), return_exceptions=True)
     out: list[str] = []
     for s, names in zip(each, answers, strict=True):
         if isinstance(names, list):
             out += [s.label(n) for n in names]
+    if not out and isinstance(answers[0], BaseException):
+        raise answers[0]
     return out
 
 

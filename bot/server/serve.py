@@ -175,7 +175,7 @@ class Bot:
 
     def _build_services(self) -> None:
         s = self.settings
-        if not (s.argocd_url and s.argocd_token):
+        if not s.argo_instances:
             self.enabled["argocd"] = (
                 "MISSING (set CHATOPS_ARGOCD_URL and CHATOPS_ARGOCD_TOKEN); "
                 "commands answer that Argo CD is not configured"
@@ -188,7 +188,10 @@ class Bot:
             self.enabled["argocd"] = f"MISSING ({'; '.join(e.problems)})"
             return
         self.services.now = self.clock
-        self.enabled["argocd"] = _safe_url(s.argocd_url)
+        self.enabled["argocd"] = ", ".join(
+            f"{i.name} {_safe_url(i.url)}" if len(s.argo_instances) > 1 else _safe_url(i.url)
+            for i in s.argo_instances
+        )
         self.enabled["kubernetes"] = (
             "configured" + ("" if s.kube_exec else " (exec off)")
             if self.services.kube is not None
@@ -331,7 +334,7 @@ class Bot:
         if self._session is not None:
             await self._session.close()
         if self.services is not None:
-            await self.services.argocd.aclose()
+            await wiring.close(self.services)
             if self.services.kube is not None and self.kube_client is None:
                 with contextlib.suppress(Exception):
                     self.services.kube.api_client.close()

@@ -65,8 +65,10 @@ class ClusterMap:
         connect: Callable[[str, str], KubeOps | None],
         *,
         strict: bool = False,
+        shared: KubeOps | None = None,
     ) -> None:
         self.routes = tuple(routes)
+        self._shared = shared  # a client someone else closes
         self.strict = strict
         self._connect = connect
         self._clients: dict[tuple[str, str], KubeOps | None] = {}
@@ -120,7 +122,7 @@ class ClusterMap:
 
     def close(self) -> None:
         for kube in self._clients.values():
-            if kube is not None:
+            if kube is not None and kube is not self._shared:
                 with contextlib.suppress(Exception):  # best effort at shutdown
                     kube.api_client.close()
         self._clients.clear()
