@@ -289,10 +289,14 @@ class Bot:
 
     def _watch_problem(self) -> str | None:
         """A watch that lost its stream and has not delivered since (it keeps reconnecting)."""
+        app_watches = list(getattr(self.alerts, "app_watches", None) or [])  # one per instance
+        several = len(app_watches) > 1
+        watches = [(f"app_watch {w.instance}" if several else "app_watch", w) for w in app_watches]
+        watches.append(("event_watch", getattr(self.alerts, "event_watch", None)))
         failing = [
             f"{name}: {problem}"
-            for name in ("app_watch", "event_watch")
-            if (problem := getattr(getattr(self.alerts, name, None), "failing", None))
+            for name, watch in watches
+            if (problem := getattr(watch, "failing", None))
         ]
         return "; ".join(failing) or None
 
