@@ -138,11 +138,11 @@ async def _find(svc: Services, ref: targets.AppRef) -> Services:
     for a in answers:
         if isinstance(a, BaseException):
             raise a
-    names = await app_labels(svc)
-    suggestions = tuple(difflib.get_close_matches(ref.qualified, names, n=3, cutoff=0.6))
-    if not suggestions:  # "web" is close to "web@homelab" only after the instance is cut off
-        bare = {n.partition("@")[0]: n for n in names}
-        suggestions = tuple(bare[m] for m in difflib.get_close_matches(ref.qualified, bare, n=3))
+    by_name: dict[str, list[str]] = {}  # "web" -> ["web@homelab", "web@akula-prime"]
+    for label in await app_labels(svc):
+        by_name.setdefault(label.partition("@")[0], []).append(label)
+    close = difflib.get_close_matches(ref.qualified, by_name, n=3)
+    suggestions = tuple(label for name in close for label in by_name[name])[:5]
     hint = f"Did you mean '{suggestions[0]}'?" if suggestions else "Check the name with /status."
     raise errors.NotFound(
         f"No application '{ref}' in any Argo CD instance ({', '.join(svc.instances)}).",
