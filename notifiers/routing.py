@@ -63,11 +63,7 @@ def targets_for(
 
     for platform in platforms:
         channel = next(
-            (
-                ch
-                for r in routes
-                if (ch := _channel_of(r, platform)) and matches(r)
-            ),
+            (ch for r in routes if (ch := _channel_of(r, platform)) and matches(r)),
             None,
         ) or (defaults.get(platform) or None)
         if channel:
