@@ -58,13 +58,19 @@ class Grant(BaseModel):
     discord_roles: list[str] = []
     projects: list[str] = []  # empty: every project
     apps: list[str] = []  # fnmatch patterns; empty: every app
+    # a pattern matches the app's name alone or as shown (``team-a/web@homelab``)
 
     def covers(self, app: str | None, project: str | None) -> bool:
-        if self.apps and (app is None or not any(fnmatch.fnmatch(app, p) for p in self.apps)):
+        if self.apps and (app is None or not any(_app_matches(app, p) for p in self.apps)):
             return False
         if self.projects and (project is None or project not in self.projects):
             return False
         return True
+
+
+def _app_matches(app: str, pattern: str) -> bool:
+    bare = app.partition("@")[0].rpartition("/")[2]
+    return fnmatch.fnmatch(app, pattern) or fnmatch.fnmatch(bare, pattern)
 
 
 class Authorization(BaseModel):
@@ -90,19 +96,87 @@ class Authorization(BaseModel):
 
 
 class Route(BaseModel):
-    """Where alerts of matching apps go. Patterns are fnmatch; empty matches everything."""
+    """Where alerts of matching apps go. Patterns are fnmatch; empty matches everything. An
+    app pattern matches the app's name alone or as shown (``team-a/web@homelab``)."""
 
     projects: list[str] = []
     apps: list[str] = []
     namespaces: list[str] = []
+    instances: list[str] = []  # Argo CD instances (names or patterns)
     slack_channel: str | None = None
     discord_channel: str | None = None
 
-    def matches(self, app: str, project: str, namespace: str) -> bool:
-        def ok(patterns: list[str], value: str) -> bool:
-            return not patterns or any(fnmatch.fnmatch(value, p) for p in patterns)
+    def matches(self, app: str, project: str, namespace: str, instance: str = "") -> bool:
+        def ok(patterns: list[str], *values: str) -> bool:
+            return not patterns or any(fnmatch.fnmatch(v, p) for p in patterns for v in values)
 
-        return ok(self.apps, app) and ok(self.projects, project) and ok(self.namespaces, namespace)
+        return (
+            (not self.apps or any(_app_matches(app, p) for p in self.apps))
+            and ok(self.projects, project)
+            and ok(self.namespaces, namespace)
+            and ok(self.instances, instance)
+        )
+
+
+class ArgoInstance(BaseModel):
+    """One Argo CD the bot talks to (the YAML ``instances:`` list). The token is given
+    directly or, better, as the name of an environment variable holding it."""
+
+    model_config = {"extra": "forbid"}
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
+    url: str
+    token: SecretStr | None = None
+    token_env: str | None = None
+    ca_bundle: str | None = None
+    insecure: bool = False
+    ui_url: str | None = None
+    namespace: str = "argocd"  # Argo CD's own namespace: its apps are named without it
+
+    @field_validator("url", "ui_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v
+
+    @model_validator(mode="after")
+    def _one_token(self) -> ArgoInstance:
+        if (self.token is None) == (self.token_env is None):
+            raise ValueError(f"instance {self.name}: set exactly one of token and token_env")
+        return self
+
+    def secret(self) -> str:
+        """The token; ``ConfigError`` when its environment variable is not set."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        value = os.environ.get(self.token_env or "", "")
+        if not value:
+            raise ConfigError(
+                [
+                    f"Argo CD instance {self.name}: the environment variable {self.token_env} "
+                    "(its token_env) is not set."
+                ]
+            )
+        return value
+
+
+class Cluster(BaseModel):
+    """Maps an Argo CD destination (cluster name or server URL) to a kubeconfig context."""
+
+    model_config = {"extra": "forbid"}
+
+    destination: str | None = None  # Argo CD's cluster name, or its server URL
+    server: str | None = None  # the server URL, when ``destination`` is the name
+    context: str = ""  # "" = in-cluster, or the kubeconfig's current context
+    instance: str = ""  # only for apps of this Argo CD instance; "" = any
+    kubeconfig: str = ""  # another kubeconfig file than KUBECONFIG
+
+    @model_validator(mode="after")
+    def _named(self) -> Cluster:
+        if not (self.destination or self.server):
+            raise ValueError("a cluster needs destination (name or server URL) or server")
+        return self
 
 
 class AutoRollback(BaseModel):
@@ -150,6 +224,12 @@ class Settings(BaseSettings):
     argocd_ca_bundle: str | None = None
     argocd_insecure: bool = False
     argocd_ui_url: str | None = None  # links in chat; defaults to argocd_url
+    argocd_namespace: str = "argocd"  # Argo CD's own namespace (apps in any namespace)
+    # several Argo CD instances (YAML); CHATOPS_ARGOCD_URL/TOKEN, if set, is one named default
+    instances: list[ArgoInstance] = []
+    # Argo CD destination -> kubeconfig context (YAML); empty: every app on the one kubeconfig
+    clusters: list[Cluster] = []
+    strict_clusters: bool = False  # an unmapped destination fails instead of skipping
     # Slack
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
@@ -301,6 +381,24 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _instances_unique(self) -> Settings:
+        names = [i.name for i in self.argo_instances]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(
+                f"Argo CD instance name(s) {', '.join(dup)} are used twice (CHATOPS_ARGOCD_URL "
+                "is the instance named default)"
+            )
+        known = set(names)
+        bad = sorted({c.instance for c in self.clusters if c.instance and c.instance not in known})
+        if bad and known:
+            raise ValueError(
+                f"clusters name unknown Argo CD instance(s) {', '.join(bad)}; "
+                f"configured: {', '.join(names)}"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _lease_timings(self) -> Settings:
         if not self.lease_retry_period < self.lease_renew_deadline < self.lease_duration:
             raise ValueError(
@@ -365,6 +463,31 @@ class Settings(BaseSettings):
     @property
     def ui_url(self) -> str:
         return links.ui_base(self.argocd_ui_url, self.argocd_url)
+
+    @property
+    def argo_instances(self) -> list[ArgoInstance]:
+        """Every Argo CD instance: CHATOPS_ARGOCD_URL/TOKEN as ``default``, then the list."""
+        out = []
+        if self.argocd_url and self.argocd_token:
+            out.append(
+                ArgoInstance(
+                    name="default",
+                    url=self.argocd_url,
+                    token=self.argocd_token,
+                    ca_bundle=self.argocd_ca_bundle,
+                    insecure=self.argocd_insecure,
+                    ui_url=self.argocd_ui_url,
+                    namespace=self.argocd_namespace,
+                )
+            )
+        return out + list(self.instances)
+
+    @property
+    def default_instance(self) -> str:
+        """What the bare webhook path and an unqualified CLI command mean: the instance named
+        ``default``, else the first listed."""
+        names = [i.name for i in self.argo_instances]
+        return "default" if "default" in names or not names else names[0]
 
     @property
     def git_api_base(self) -> str:
@@ -465,11 +588,18 @@ def load(config_file: str | None = None) -> Settings:
         if not isinstance(loaded, dict):
             raise ConfigError([f"Config file {path} must be a mapping of settings."])
         data = {str(k).replace("-", "_").lower(): v for k, v in loaded.items()}
+    listed = data.get("instances")
+    token_envs = {
+        str(i.get("token_env"))
+        for i in (listed if isinstance(listed, list) else [])
+        if isinstance(i, dict)
+    }
     unknown_env = [
         k
         for k in env
         if k.startswith("CHATOPS_")
         and k != "CHATOPS_CONFIG"
+        and k not in token_envs
         and k[8:].lower().split("__")[0] not in Settings.model_fields
     ]
     problems += [f"{k} is not a known setting (check the spelling)." for k in sorted(unknown_env)]

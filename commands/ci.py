@@ -40,16 +40,23 @@ async def ci_sync(
     progress: Progress = no_progress,
     concurrency: int = 4,
 ) -> tuple[Result, list[Result]]:
-    apps = touched_apps(await svc.argocd.list_apps(), changed)
+    each = svc.everywhere()  # one GitOps repository may feed every Argo CD instance
+    listed = await asyncio.gather(*(s.argocd.list_apps() for s in each))
+    apps = [
+        (s, app)
+        for s, some in zip(each, listed, strict=True)
+        for app in touched_apps(some, changed)
+    ]
     if not apps:
         return Result("ci-sync", "changed apps", Status.NOOP, "No application's files changed."), []
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(app: Application) -> Result:
+    async def one(s: Services, app: Application) -> Result:
         async with gate:
-            return await sync(svc, app.name, opts, caller=caller, progress=progress)
+            name = s.label(s.qualified(app))
+            return await sync(s, name, opts, caller=caller, progress=progress)
 
-    results = list(await asyncio.gather(*(one(a) for a in apps)))
+    results = list(await asyncio.gather(*(one(s, a) for s, a in apps)))
     failed = [r.target for r in results if not r.ok]
     facts = tuple(Fact(r.target, r.summary) for r in results)
     if failed:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from commands import errors, validation, waiting
 from commands.argocd.app import Application, short
-from commands.context import Caller, Services
+from commands.context import Caller, Services, resolve
 from commands.githost import port as githost
 from commands.results import (
     Action,
@@ -54,9 +54,10 @@ async def plan(
     svc: Services, app_name: str, commit: str | None
 ) -> tuple[Application, githost.CommitInfo]:
     """The app and the commit a rollback would revert, checked to apply (nothing written)."""
-    validation.app_name(app_name)
+    svc, qualified = await resolve(svc, app_name)
+    app_name = svc.label(qualified)
     git = _git(svc)
-    app = await svc.argocd.get(app_name)
+    app = await svc.argocd.get(qualified)
     if commit:
         info = await git.preview(githost.check_sha(commit))
     else:
@@ -102,6 +103,8 @@ async def preview(svc: Services, app_name: str, commit: str | None = None) -> Re
     """What the chat shows before anything is written: the commit, and a confirm button that
     pins the full SHA so the revert is exactly of what was shown."""
     try:
+        svc, qualified = await resolve(svc, app_name)
+        app_name = svc.label(qualified)
         _app, info = await plan(svc, app_name, commit)
     except errors.CommandError as e:
         return failed_result("rollback", app_name, e, link=svc.app_link(app_name))
@@ -140,8 +143,10 @@ async def rollback(
     ``requested_by`` replaces the caller in the commit's ``Requested-by:`` trailer (the
     auto-rollback policy signs its reverts so it never reverts them); ``on_revert`` hears of the
     revert once it is written, before the wait for Synced and Healthy."""
+    svc, qualified = await resolve(svc, app_name)
+    app_name = svc.label(qualified)
     step = StepLog(progress)
-    link = svc.app_link(app_name)
+    link = svc.app_link(qualified)
     try:
         await step("revert", StepState.RUNNING, "reading the commit")
         app, info = await plan(svc, app_name, commit)
@@ -234,7 +239,7 @@ async def _deploy(
 ) -> Application:
     """Refresh; with auto-sync on, let Argo CD take the revert; else sync it ourselves."""
     await step("refresh", StepState.RUNNING, "asking Argo CD to see the revert")
-    app = await svc.argocd.get(before.name, refresh="normal")
+    app = await svc.argocd.get(svc.qualified(before), refresh="normal")
     await step("refresh", StepState.DONE, f"{app.sync_status} at {short(app.revision)}")
     if not app.auto_sync:
         return await sync_and_wait(svc, app, opts, caller=caller, step=step)
@@ -242,11 +247,11 @@ async def _deploy(
     await step("wait", StepState.RUNNING, f"waiting for auto-sync to {short(new_sha)}")
     try:
         async with asyncio.timeout(opts.timeout):
-            final = await _wait_revision(svc, app.name, new_sha, step)
+            final = await _wait_revision(svc, svc.qualified(app), new_sha, step)
     except TimeoutError:
-        latest = await svc.argocd.get(app.name)
+        latest = await svc.argocd.get(svc.qualified(app))
         raise errors.Timeout(
-            f"{app.name} did not reach {short(new_sha)} Synced and Healthy within "
+            f"{svc.label(svc.qualified(app))} did not reach {short(new_sha)} Synced and Healthy within "
             f"{validation.human(opts.timeout)}: it is {latest.sync_status}/{latest.health_status} "
             f"at {short(latest.revision)}.",
             hint="Check /status; auto-sync may be paused by a sync window.",
@@ -288,7 +293,8 @@ async def rollback_cli(
 ) -> Result:
     """The CLI path: show the commit and ask on a terminal; ``--yes`` for scripts; refuse with
     neither, before anything is written."""
-    validation.app_name(app_name)
+    svc, qualified = await resolve(svc, app_name)
+    app_name = svc.label(qualified)
     if not assume_yes and not interactive:
         raise errors.BadInput(
             "Refusing to roll back without a confirmation: no terminal to ask on.",

@@ -13,7 +13,7 @@ from typing import Literal
 
 from commands import errors, validation
 from commands.argocd.app import Application
-from commands.context import Caller, Services
+from commands.context import Caller, Services, resolve
 from commands.results import Action, Fact, Link, Result, Status
 
 TIMER_KIND = "selfheal-on"
@@ -39,7 +39,8 @@ async def selfheal(
     duration: float | None = None,
     caller: Caller = Caller(),
 ) -> Result:
-    validation.app_name(app_name)
+    svc, qualified = await resolve(svc, app_name)
+    app_name = svc.label(qualified)  # shown, and the timer's key (it names the instance)
     if mode not in ("on", "off"):
         raise errors.BadInput(f"'{mode}' is not on or off.", hint="Use: selfheal off|on APP")
     if duration is not None:
@@ -49,8 +50,8 @@ async def selfheal(
                 hint="Use: selfheal off APP 30m",
             )
         validation.within(duration, minimum=MIN_PAUSE, maximum=MAX_PAUSE, what="self-heal pause")
-    app = await svc.argocd.get(app_name)
-    link = Link("Argo CD", svc.app_link(app_name))
+    app = await svc.argocd.get(qualified)
+    link = Link("Argo CD", svc.app_link(qualified))
     facts: list[Fact] = []
     warning = parent_warning(app)
     if warning:
@@ -78,7 +79,7 @@ async def selfheal(
     changed = app.self_heal != want
     if changed:
         await svc.argocd.patch(
-            app_name, {"spec": {"syncPolicy": {"automated": {"selfHeal": want}}}}
+            qualified, {"spec": {"syncPolicy": {"automated": {"selfHeal": want}}}}
         )
     if svc.timers is not None:
         if mode == "on":

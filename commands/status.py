@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
-from commands import validation
+from commands import errors
 from commands.argocd.app import Application, short
-from commands.context import Services
+from commands.context import Services, resolve
 from commands.results import Action, Fact, Link, Result, Status
 from commands.selfheal import TIMER_KIND
 from commands.sync import degraded_problems, problem_facts
 
 
 async def status(svc: Services, app_name: str) -> Result:
-    validation.app_name(app_name)
-    app = await svc.argocd.get(app_name)
+    svc, qualified = await resolve(svc, app_name)
+    app_name = svc.label(qualified)
+    app = await svc.argocd.get(qualified)
     facts: list[Fact] = [
         Fact("sync", f"{app.sync_status} at {short(app.revision)}"),
         Fact(
@@ -35,6 +37,8 @@ async def status(svc: Services, app_name: str) -> Result:
             when = dt.datetime.fromtimestamp(due, dt.UTC).strftime("%H:%M UTC")
             facts.append(Fact("self-heal back on", when))
     facts.append(Fact("destination", f"{app.dest_cluster}/{app.dest_namespace}"))
+    if svc.several:
+        facts.append(Fact("argo cd", svc.instance))
     problems = []
     if app.health_status not in ("Healthy",):
         problems = await degraded_problems(svc, app)
@@ -75,7 +79,7 @@ async def status(svc: Services, app_name: str) -> Result:
         Status.NOOP if healthy else Status.FAILED,
         summary,
         facts=tuple(facts),
-        links=(Link("Argo CD", svc.app_link(app_name)),),
+        links=(Link("Argo CD", svc.app_link(qualified)),),
         actions=tuple(actions),
     )
 
@@ -96,9 +100,19 @@ _RANK = {"Degraded": 0, "Missing": 1, "Unknown": 2, "Progressing": 3, "Suspended
 async def overview(svc: Services) -> Result:
     """``status`` without an app: which apps need attention, worst first — what on-call asks
     first from a phone."""
-    apps = await svc.argocd.list_apps()
-    attention: list[tuple[int, Application, str]] = []
-    for app in apps:
+    each = svc.everywhere()
+    listed = await asyncio.gather(*(s.argocd.list_apps() for s in each), return_exceptions=True)
+    apps: list[tuple[str, Application]] = []
+    unreachable: list[Fact] = []
+    for s, some in zip(each, listed, strict=True):
+        if isinstance(some, errors.CommandError) and len(each) > 1:
+            unreachable.append(Fact(f"Argo CD {s.instance}", some.user_message[:200]))
+        elif isinstance(some, BaseException):
+            raise some
+        else:
+            apps += [(s.label(s.qualified(a)), a) for a in some]
+    attention: list[tuple[int, str, str]] = []
+    for name, app in apps:
         failed = app.phase in ("Failed", "Error") and not app.operation_running
         if app.sync_status == "Synced" and app.health_status == "Healthy" and not failed:
             continue
@@ -110,16 +124,16 @@ async def overview(svc: Services) -> Result:
         rank = (
             0 if failed else _RANK.get(app.health_status, 5 if app.sync_status == "Synced" else 6)
         )
-        attention.append((rank, app, state))
-    attention.sort(key=lambda t: (t[0], t[1].name))
-    if not attention:
+        attention.append((rank, name, state))
+    attention.sort(key=lambda t: (t[0], t[1]))
+    if not attention and not unreachable:
         return Result(
             "status",
             "all apps",
             Status.NOOP,
             f"All {len(apps)} applications are Synced and Healthy.",
         )
-    facts = [Fact(app.name, state) for _, app, state in attention[:MAX_LISTED]]
+    facts = unreachable + [Fact(name, state) for _, name, state in attention[:MAX_LISTED]]
     if len(attention) > MAX_LISTED:
         facts.append(Fact("more", f"{len(attention) - MAX_LISTED} more apps need attention"))
     return Result(
@@ -128,7 +142,5 @@ async def overview(svc: Services) -> Result:
         Status.FAILED,
         f"{len(attention)} of {len(apps)} applications need attention.",
         facts=tuple(facts),
-        actions=tuple(
-            Action(f"Status {app.name}", f"status {app.name}") for _, app, _ in attention[:5]
-        ),
+        actions=tuple(Action(f"Status {name}", f"status {name}") for _, name, _ in attention[:5]),
     )

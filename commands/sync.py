@@ -12,10 +12,11 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from commands import errors, validation, waiting
 from commands.argocd.app import Application, Problem, short, tree_problems
-from commands.context import Caller, Services
+from commands.context import Caller, Services, resolve
 from commands.results import (
     Action,
     Fact,
@@ -27,6 +28,9 @@ from commands.results import (
     StepState,
     no_progress,
 )
+
+if TYPE_CHECKING:
+    from commands.kube.ops import KubeOps
 
 MAX_PROBLEMS = 8
 
@@ -83,7 +87,8 @@ async def sync(
     caller: Caller = Caller(),
     progress: Progress = no_progress,
 ) -> Result:
-    validation.app_name(app)
+    svc, app = await resolve(svc, app)
+    target = svc.label(app)
     step = StepLog(progress)
     started = time.monotonic()
     link = svc.app_link(app)
@@ -97,14 +102,14 @@ async def sync(
             detail += f", Git at {short(current.revision)}"
         await step("refresh", StepState.DONE, detail)
         if current.operation_running:
-            raise busy(current)
+            raise busy(current, target)
         await run_presync(svc, current, opts, step)
         after = await sync_and_wait(svc, current, opts, caller=caller, step=step)
         await run_postsync(svc, after, opts, step)
     except SyncFailed as e:
         return Result(
             command="sync",
-            target=app,
+            target=target,
             status=Status.FAILED,
             summary=e.user_message,
             facts=(
@@ -112,12 +117,12 @@ async def sync(
                 Fact("revision", short(e.revision or before_rev)),
             ),
             links=(Link("Argo CD", link),),
-            actions=failure_actions(app),
+            actions=failure_actions(target),
             steps=tuple(step.steps),
         )
     except errors.CommandError as e:
         await fail_running(step, e)
-        return failed_result("sync", app, e, step, link=link, retry=f"sync {app}")
+        return failed_result("sync", target, e, step, link=link, retry=f"sync {target}")
     took = time.monotonic() - started
     changed = after.revision != before_rev
     revision = (
@@ -125,9 +130,9 @@ async def sync(
     )
     return Result(
         command="sync",
-        target=app,
+        target=target,
         status=Status.CHANGED,
-        summary=f"{app} is synced to {short(after.revision)} and healthy.",
+        summary=f"{target} is synced to {short(after.revision)} and healthy.",
         facts=(
             Fact("revision", revision),
             Fact("took", f"{took:.1f}s" if took < 60 else validation.human(took)),
@@ -138,11 +143,11 @@ async def sync(
     )
 
 
-def busy(app: Application) -> errors.Conflict:
+def busy(app: Application, name: str = "") -> errors.Conflict:
     state = app.operation_state
     since = state.get("startedAt") or "just now"
     return errors.Conflict(
-        f"{app.name} already has an operation running: started by {app.initiated_by} at {since}"
+        f"{name or app.name} already has an operation running: started by {app.initiated_by} at {since}"
         + (f" ({app.phase})" if app.phase else "")
         + ".",
         hint="Wait for it to finish or check /status.",
@@ -156,13 +161,13 @@ async def run_presync(svc: Services, app: Application, opts: SyncOptions, step: 
     if app.has_presync_hook:
         await step("presync", StepState.SKIPPED, "the app runs its own PreSync hook")
         return
-    if svc.kube is None:
-        await step("presync", StepState.SKIPPED, "no Kubernetes access configured")
+    kube = await _kube(svc, app, "presync", step)
+    if kube is None:
         return
     from commands.kube import hooks
 
     await hooks.presync(
-        svc.kube, app.dest_namespace, app.name, timeout=opts.presync_timeout, step=step
+        kube, app.dest_namespace, svc.tracked(app), timeout=opts.presync_timeout, step=step
     )
 
 
@@ -170,14 +175,27 @@ async def run_postsync(svc: Services, app: Application, opts: SyncOptions, step:
     if not opts.hooks:
         await step("postsync", StepState.SKIPPED, "hooks turned off")
         return
-    if svc.kube is None:
-        await step("postsync", StepState.SKIPPED, "no Kubernetes access configured")
+    kube = await _kube(svc, app, "postsync", step)
+    if kube is None:
         return
     from commands.kube import hooks
 
     await hooks.postsync(
-        svc.kube, app.dest_namespace, app.name, timeout=opts.postsync_timeout, step=step
+        kube, app.dest_namespace, svc.tracked(app), timeout=opts.postsync_timeout, step=step
     )
+
+
+async def _kube(svc: Services, app: Application, name: str, step: StepLog) -> KubeOps | None:
+    """The client of the app's destination cluster, or None with the step marked skipped (an
+    unmapped destination, no Kubernetes access); strict mode fails the step instead."""
+    try:
+        place = svc.placement(app)
+    except errors.CommandError as e:
+        await step(name, StepState.FAILED, e.user_message[:200])
+        raise
+    if place.kube is None:
+        await step(name, StepState.SKIPPED, place.reason)
+    return place.kube
 
 
 async def sync_and_wait(
@@ -188,7 +206,7 @@ async def sync_and_wait(
     caller: Caller,
     step: StepLog,
 ) -> Application:
-    app = current.name
+    app = svc.qualified(current)
     request_id = uuid.uuid4().hex
     await step("sync", StepState.RUNNING, "prune on" if opts.prune else "prune off")
     await svc.argocd.sync(
@@ -253,7 +271,7 @@ def _progress_detail(app: Application) -> str:
 
 async def degraded_problems(svc: Services, app: Application) -> list[Problem]:
     try:
-        problems = tree_problems(await svc.argocd.resource_tree(app.name))
+        problems = tree_problems(await svc.argocd.resource_tree(svc.qualified(app)))
     except errors.CommandError:
         problems = []
     return problems or [p for p in app.unhealthy_resources() if p.status == "Degraded"]

@@ -6,11 +6,12 @@ access at all, otherwise the app's destination namespace is read from Argo CD.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Literal
 
-from commands import errors, validation
+from commands import errors, targets, validation
 from commands.argocd.client import ArgoCD
-from commands.context import Services
+from commands.context import Services, resolve
 from commands.kube import hooks
 from commands.results import Fact, Progress, Result, Status, StepLog, no_progress
 from commands.sync import fail_running
@@ -29,10 +30,23 @@ def _need_kube(kube: KubeOps | None) -> KubeOps:
 
 
 async def verify(svc: Services, app_name: str) -> Result:
-    validation.app_name(app_name)
-    kube = _need_kube(svc.kube)
-    app = await svc.argocd.get(app_name)
-    return await hooks.verify_rootless(kube, app.dest_namespace, app_name)
+    """On the app's destination cluster; the result names it when several can be meant."""
+    svc, qualified = await resolve(svc, app_name)
+    if svc.clusters is None:
+        _need_kube(svc.kube)
+    app = await svc.argocd.get(qualified)
+    place = svc.placement(app)
+    if place.kube is None:
+        raise errors.Unavailable(
+            f"Cannot check {svc.label(qualified)}: {place.reason}.",
+            hint="Map the destination in the clusters setting, or run where it can be reached.",
+        )
+    result = await hooks.verify_rootless(place.kube, app.dest_namespace, svc.tracked(app))
+    if svc.clusters is None and not svc.several:
+        return result
+    return replace(
+        result, target=svc.label(qualified), facts=(Fact("cluster", place.cluster), *result.facts)
+    )
 
 
 async def hook(
@@ -45,12 +59,15 @@ async def hook(
     timeout: float,
     progress: Progress = no_progress,
 ) -> Result:
-    validation.app_name(app_name)
+    ref = targets.parse(app_name)
+    tracked = f"{ref.namespace}_{ref.name}" if ref.namespace else ref.name
     if namespace is None:
         if argocd is None:
             raise errors.BadInput("Give --namespace, or configure Argo CD access.")
-        namespace = (await argocd.get(app_name)).dest_namespace
+        app = await argocd.get(ref.at_home(argocd.namespace).qualified)
+        namespace, tracked = app.dest_namespace, app.tracked_name(argocd.namespace)
     validation.namespace(namespace)
+    app_name = tracked
     step = StepLog(progress)
     try:
         if phase == "presync":

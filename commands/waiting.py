@@ -84,7 +84,7 @@ async def app_updates(svc: Services, name: str) -> AsyncGenerator[Application, N
         try:
             async with contextlib.aclosing(svc.argocd.watch(name=name)) as stream:
                 async for _type, app in stream:
-                    if app.name == name:
+                    if svc.qualified(app) == name:
                         yield app
         except errors.Unavailable:
             pass

@@ -66,6 +66,7 @@ class Alert:
     occurred_at: datetime  # timezone-aware
     project: str = ""
     cluster: str = ""
+    instance: str = ""  # the Argo CD instance
     namespace: str = ""
     revision: str = ""
     resources: tuple[ResourceProblem, ...] = ()
@@ -99,6 +100,7 @@ class Alert:
             "occurred_at": self.occurred_at.astimezone(UTC).isoformat(),
             "project": self.project,
             "cluster": self.cluster,
+            "instance": self.instance,
             "namespace": self.namespace,
             "revision": self.revision,
             "resources": [
@@ -144,6 +146,7 @@ class Alert:
             occurred_at=datetime.fromisoformat(data["occurred_at"]),
             project=data.get("project", ""),
             cluster=data.get("cluster", ""),
+            instance=data.get("instance", ""),
             namespace=data.get("namespace", ""),
             revision=data.get("revision", ""),
             resources=tuple(ResourceProblem(**r) for r in data.get("resources", ())),

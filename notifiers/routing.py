@@ -1,7 +1,7 @@
 """Where an incident's alerts go: one chat channel per platform, chosen once when it opens.
 
-Routes come from the settings (``bot.settings.Route``: fnmatch patterns on project, app name and
-destination namespace, a Slack and/or a Discord channel). For each platform the FIRST route that
+Routes come from the settings (``bot.settings.Route``: fnmatch patterns on project, app name,
+destination namespace and Argo CD instance, a Slack and/or a Discord channel). For each platform the FIRST route that
 matches and names a channel on that platform wins, so a specific route listed before a catch-all
 takes precedence, as in Alertmanager; without a match the platform's default alert channel is
 used; a platform with neither gets nothing. The result is stored with the incident, so a later
@@ -23,7 +23,7 @@ class RouteLike(Protocol):
     slack_channel: str | None
     discord_channel: str | None
 
-    def matches(self, app: str, project: str, namespace: str) -> bool: ...
+    def matches(self, app: str, project: str, namespace: str, instance: str = "") -> bool: ...
 
 
 @dataclass(frozen=True, order=True)
@@ -45,6 +45,7 @@ def targets_for(
     project: str,
     namespace: str,
     platforms: Iterable[str] = PLATFORMS,
+    instance: str = "",
 ) -> tuple[Target, ...]:
     """The channels an alert about ``app`` goes to, at most one per enabled platform.
 
@@ -54,13 +55,15 @@ def targets_for(
     """
     routes = list(routes)
     out: list[Target] = []
+
+    def matches(r: RouteLike) -> bool:
+        if instance:  # an alert of a known Argo CD instance (routes may match it)
+            return r.matches(app, project, namespace, instance)
+        return r.matches(app, project, namespace)
+
     for platform in platforms:
         channel = next(
-            (
-                ch
-                for r in routes
-                if (ch := _channel_of(r, platform)) and r.matches(app, project, namespace)
-            ),
+            (ch for r in routes if (ch := _channel_of(r, platform)) and matches(r)),
             None,
         ) or (defaults.get(platform) or None)
         if channel:
@@ -81,7 +84,9 @@ class Router:
         self.defaults = dict(defaults)
         self.platforms = tuple(platforms)
 
-    def __call__(self, app: str, project: str, namespace: str) -> tuple[Target, ...]:
+    def __call__(
+        self, app: str, project: str, namespace: str, instance: str = ""
+    ) -> tuple[Target, ...]:
         return targets_for(
             self.routes,
             self.defaults,
@@ -89,4 +94,5 @@ class Router:
             project=project,
             namespace=namespace,
             platforms=self.platforms,
+            instance=instance,
         )

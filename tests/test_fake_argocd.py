@@ -805,8 +805,11 @@ def test_contract_validator_rejects_what_a_cluster_would_not_return() -> None:
 
 def test_served_examples_keep_their_shape(argo: FakeArgoCD, http: httpx.Client) -> None:
     argo.add_app(load_example(1))
-    served = http.get("/api/v1/applications/velero-test").json()
+    # the upstream example lives in namespace argo-cd, not Argo CD's own: it must be named
+    params = {"appNamespace": load_example(1)["metadata"]["namespace"]}
+    served = http.get("/api/v1/applications/velero-test", params=params).json()
     assert served["status"] == load_example(1)["status"]
+    assert http.get("/api/v1/applications/velero-test").status_code == 403  # not in argocd/
 
 
 # -- helpers of the fake ------------------------------------------------------------------------

@@ -8,8 +8,13 @@ Per app ``AppWatch`` remembers only (health, last failed operation, last success
 so 5,000 apps cost little memory, and emits a signal only on a change. A failed sync counts once
 the operation is over (``.operation`` is null again): while Argo CD is still retrying, nobody is
 paged for an attempt that may yet succeed. It also indexes apps by destination namespace, which
-the Warning-event watch uses to tie an event to the only app deploying there. Every event also
-goes to ``OperationMetrics`` when given (``bot.alerts.sync_metrics``: sync durations and phases).
+the Warning-event watch uses to tie an event to the only app deploying there.
+
+Each Argo CD instance has its own watch. Apps are named as chat names them (``NAMESPACE/APP``
+outside Argo CD's own namespace, ``@INSTANCE`` when there are several instances), and every
+signal carries the instance, so incidents, routes and the alert's title say which Argo CD it is.
+Every event also goes to ``OperationMetrics`` when given (``bot.alerts.sync_metrics``: sync
+durations and phases).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from bot.alerts.sync_metrics import OperationMetrics
-from commands import errors
+from commands import errors, targets
 from commands.argocd import links
 from commands.argocd.app import FAILED_PHASES, Application
 from commands.argocd.client import ArgoCD
@@ -43,14 +48,16 @@ class _Seen:
         self.namespace = namespace
 
 
-def _common(app: Application, ui_base: str) -> dict[str, Any]:
+def _common(app: Application, ui_base: str, name: str, instance: str, home: str) -> dict[str, Any]:
+    outside = app.app_namespace if app.app_namespace not in ("", home) else None
     return {
-        "app": app.name,
+        "app": name,
         "source": "watch",
         "project": app.project,
         "cluster": app.dest_cluster,
+        "instance": instance,
         "namespace": app.dest_namespace,
-        "url": links.app_link(ui_base, app.name),
+        "url": links.app_link(ui_base, app.name, outside),
     }
 
 
@@ -71,9 +78,13 @@ class AppWatch:
         ui_url: str = "",
         backoff: Backoff | None = None,
         operations: OperationMetrics | None = None,
+        instance: str = "",
+        several: bool = False,
     ) -> None:
         self.argocd = argocd
         self.operations = operations
+        self.instance = instance
+        self.several = several
         self.backoff = backoff or Backoff()
         self.emit = emit
         self.ui_base = links.ui_base(ui_url, argocd.base_url)
@@ -86,19 +97,24 @@ class AppWatch:
         self._task: asyncio.Task[None] | None = None
 
     # -- what a change means (pure apart from self.seen) -----------------------------------
+    def name(self, app: Application) -> str:
+        """The app as chat names it."""
+        qualified = app.qualified(self.argocd.namespace)
+        return targets.label(qualified, self.instance, several=self.several)
+
     def observe(self, kind: str, app: Application) -> list[Signal]:
-        name = app.name
-        if not name:
+        if not app.name:
             return []
         if self.operations is not None:
             self.operations.saw(kind, app)
+        name = self.name(app)
         prev = self.seen.get(name)
         if kind == "DELETED":
             if prev is not None:
                 self._index(name, prev.namespace, None)
                 del self.seen[name]
-            return [Signal(kind="deleted", app=name, source="watch")]
-        common = _common(app, self.ui_base)
+            return [Signal(kind="deleted", app=name, source="watch", instance=self.instance)]
+        common = _common(app, self.ui_base, name, self.instance, self.argocd.namespace)
         state = app.operation_state
         op = str(state.get("startedAt") or "")
         revision = str((state.get("syncResult") or {}).get("revision") or app.revision)

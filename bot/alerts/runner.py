@@ -31,7 +31,7 @@ from bot.state.alerts import AlertStore
 from bot.state.store import Store
 from commands import errors
 from commands.argocd.app import tree_problems
-from commands.context import Services
+from commands.context import Services, resolve
 from commands.results import Result, Status
 from notifiers.alert import CommitRef, ResourceProblem
 from notifiers.delivery import ChatSink, Clock, Deliverer, DeliveryPolicy, OutboxItem
@@ -126,7 +126,8 @@ class AlertRunner:
         self.sync_metrics = sync_metrics.OperationMetrics(reg)
         self.alert_store: AlertStore | None = None
         self.deliverer: Deliverer | None = None
-        self.app_watch: Any = None
+        self.app_watch: Any = None  # the default instance's (it correlates Warning events)
+        self.app_watches: list[Any] = []  # one per Argo CD instance
         self.event_watch: Any = None
         self.autorollback: Any = None  # bot.alerts.autorollback.AutoRollback, with the watch
         self.metrics = reg
@@ -263,14 +264,27 @@ class AlertRunner:
 
         services = self.services
         if self.options.watch_argocd and services is not None:
-            self.app_watch = aw.AppWatch(
-                services.argocd,
-                self.signal,
-                ui_url=self.settings.ui_url,
-                operations=self.sync_metrics,
-            )
-            self._start_autorollback(services)
-            self.app_watch.start()
+            for s in services.everywhere():
+                operations = (
+                    self.sync_metrics
+                    if s.instance in ("", sync_metrics.DEFAULT_INSTANCE)
+                    else sync_metrics.OperationMetrics(self.metrics, instance=s.instance)
+                )
+                watch = aw.AppWatch(
+                    s.argocd,
+                    self.signal,
+                    ui_url=s.ui_url,
+                    operations=operations,
+                    instance=s.instance,
+                    several=s.several,
+                )
+                self.app_watches.append(watch)
+                if s.instance == services.instance:
+                    self.app_watch = watch
+            if self.app_watch is not None:
+                self._start_autorollback(services)  # the policy follows the default instance
+            for watch in self.app_watches:
+                watch.start()
         kube_client = self.options.kube_client
         if kube_client is None and services is not None and services.kube is not None:
             kube_client = getattr(services.kube, "api_client", None)
@@ -304,8 +318,8 @@ class AlertRunner:
         if self._scheduler is not None:
             with contextlib.suppress(Exception):
                 self._scheduler.shutdown(wait=False)
-        if self.app_watch is not None:
-            await self.app_watch.close()
+        for watch in self.app_watches:
+            await watch.close()
         if self.autorollback is not None:
             await self.autorollback.close()
         if self.event_watch is not None:
@@ -389,7 +403,8 @@ class AlertRunner:
         commit = None
         if alert.kind == "degraded":
             try:
-                nodes = await asyncio.wait_for(services.argocd.resource_tree(alert.app), 20)
+                svc, qualified = await resolve(services, alert.app)
+                nodes = await asyncio.wait_for(svc.argocd.resource_tree(qualified), 20)
                 resources = tuple(
                     ResourceProblem(p.kind, p.name, p.namespace, p.status, p.message)
                     for p in tree_problems(nodes)
@@ -408,6 +423,7 @@ class AlertRunner:
                     Signal(
                         kind="info",
                         app=alert.app,
+                        instance=alert.instance,
                         source="enrich",
                         resources=resources,
                         commit=commit,
@@ -490,8 +506,12 @@ async def start(
     )
     await runner.start(dispatcher)
     watching = []
-    if runner.app_watch is not None:
-        watching.append("Argo CD applications")
+    if runner.app_watches:
+        several = len(runner.app_watches) > 1
+        watching.append(
+            "Argo CD applications"
+            + (f" of {', '.join(w.instance for w in runner.app_watches)}" if several else "")
+        )
     if runner.event_watch is not None:
         namespaces = runner.event_watch.namespaces
         watching.append(

@@ -16,6 +16,11 @@ Every check a caller can fail has its own answer, and none of them is a 5xx:
 
 An app the bot does not know is accepted like any other: the alert carries what the body says.
 Argo CD sends no Content-Type unless configured to, so none is required.
+
+Each Argo CD instance posts to its own path, ``/webhooks/argocd/INSTANCE`` (the bare path is the
+default instance); an unknown instance is 404. The instance decides how the app is named
+(``NAMESPACE/APP`` outside that Argo CD's own namespace, ``@INSTANCE`` when there are several)
+and which UI the alert links to, and travels with the signal to incidents and routes.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.http_limits import BodyRefused, read_body
 from bot.settings import Settings
+from commands import targets
 from commands.argocd import links
 from notifiers.alert import ResourceProblem
 from notifiers.incidents.engine import Signal
@@ -129,16 +135,27 @@ def _problems(items: list[Resource | None], *, sync: bool) -> tuple[ResourceProb
     return tuple(out[:MAX_RESOURCES])
 
 
-def signals(body: Body, ui_url: str = "") -> list[Signal]:
+def signals(
+    body: Body,
+    ui_url: str = "",
+    *,
+    instance: str = "",
+    home: str = targets.HOME_NAMESPACE,
+    several: bool = False,
+) -> list[Signal]:
     """What one notification says, in the engine's words. The "Open in Argo CD" link is built
     from the configured ``ui_url`` only: whoever holds the webhook token must not choose it."""
+    outside = body.app.namespace if body.app.namespace not in ("", home) else ""
+    qualified = f"{outside}/{body.app.name}" if outside else body.app.name
     common: dict[str, Any] = {
-        "app": body.app.name,
+        "app": targets.label(qualified, instance, several=several),
         "source": "webhook",
         "project": body.app.project,
         "cluster": body.destination.name or body.destination.server,
+        "instance": instance,
         "namespace": body.destination.namespace,
-        "url": links.app_link(ui_url, body.app.name),  # configuration, never the body
+        # configuration, never the body
+        "url": links.app_link(ui_url, body.app.name, outside or None),
     }
     op = body.operation
     revision = op.revision or body.sync.revision
@@ -211,6 +228,12 @@ class WebhookEndpoint:
         self._token = token.encode()
         self.runner = runner
         self.ui_url = settings.ui_url
+        # instance -> (UI base, Argo CD's own namespace); the bare path is the default one
+        self.instances = {
+            i.name: (links.ui_base(i.ui_url, i.url), i.namespace) for i in settings.argo_instances
+        }
+        self.default = settings.default_instance
+        self.several = len(self.instances) > 1
         self.max_body = max_body
         self._requests = None
         self._latency = None
@@ -247,6 +270,12 @@ class WebhookEndpoint:
                 status=401,
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        instance = request.match_info.get("instance", self.default)
+        if instance not in self.instances and (self.instances or instance != self.default):
+            self._count("bad_request", started)
+            known = ", ".join(f"{PATH}/{n}" for n in self.instances) or PATH
+            return _error(404, "unknown Argo CD instance", None, f"configured: {known}"[:300])
+        ui_url, home = self.instances.get(instance, (self.ui_url, targets.HOME_NAMESPACE))
         try:
             raw = await read_body(request, max_body=self.max_body)
         except BodyRefused as e:
@@ -278,7 +307,10 @@ class WebhookEndpoint:
             return _error(503, "alerts are starting", None, "retry in a few seconds")
         key = hashlib.sha256(raw).hexdigest()
         try:
-            result = await runner.ingest(signals(body, self.ui_url), dedup_key=key)
+            found = signals(body, ui_url, instance=instance, home=home, several=self.several)
+            # the same bytes sent by two instances are two notifications
+            key = key if instance == self.default else f"{instance}:{key}"
+            result = await runner.ingest(found, dedup_key=key)
         except Exception:
             log.exception("storing a webhook alert failed")
             self._count("error", started)
@@ -305,4 +337,5 @@ def register(
         return None
     endpoint = WebhookEndpoint(settings, runner, metrics=metrics)
     app.router.add_post(PATH, endpoint.handle)
+    app.router.add_post(PATH + "/{instance}", endpoint.handle)  # one path per Argo CD instance
     return endpoint

@@ -7,6 +7,11 @@ Built-ins are parsed here; other features add commands with ``Catalog.register``
 runner's ``ack``). Names are configurable (``settings.command_names``/``command_prefix``),
 since slash commands are workspace-wide; the canonical name is what buttons carry.
 
+An app is named ``APP``, ``NAMESPACE/APP`` or ``APP@INSTANCE`` (``commands.targets``);
+``settle`` then rewrites the command with the app's canonical name (the instance that has it,
+Argo CD's own namespace left out), so the per-app lock, the authorization scope, the audit log
+and the buttons all name one app one way.
+
 ``autorollback off|on|status`` pauses, resumes and shows the auto-rollback policy; it is
 authorized on its app (operator for off/on, viewer for status) but takes no per-app lock, so a
 policy's rollback in progress can be paused. ``ack`` silences an incident's re-announcements, so it is authorized on the incident's app with
@@ -25,8 +30,8 @@ from bot.metrics import Registry, rollbacks
 from bot.settings import Settings
 from bot.state.autorollback import StoreLedger
 from bot.state.store import Store
-from commands import errors, validation
-from commands.context import Caller, Services
+from commands import errors, targets, validation
+from commands.context import Caller, Services, resolve
 from commands.results import Fact, Progress, Result, Status
 from commands.sync import SyncOptions
 
@@ -225,6 +230,26 @@ class Catalog:
 
         return Parsed(cmd, f"verify-rootless {app}", app, lambda _p: verify(self._svc(), app))
 
+    async def settle(self, inv: Invocation, parsed: Parsed) -> Parsed:
+        """``parsed`` naming its app canonically (``web`` -> ``web@homelab`` when only the
+        homelab instance has it). ``BadInput`` when the name is ambiguous; any other failure
+        to find the app is left for the command to report (with its close matches)."""
+        services = self._services()
+        if parsed.app is None or parsed.command.handler is not None or services is None:
+            return parsed
+        try:
+            svc, qualified = await resolve(services, parsed.app)
+        except errors.BadInput:
+            raise
+        except errors.CommandError:
+            return parsed
+        canonical = svc.label(qualified)
+        if canonical == parsed.app:
+            return parsed
+        words = parsed.line.split()
+        words[2 if parsed.command.name == "selfheal" else 1] = canonical  # where parse put it
+        return self.parse(inv, parsed.command.name, words[1:])
+
     def _parse_help(self, cmd: Command, args: list[str]) -> Parsed:
         which = self.canonical(args[0]) if args else None
         if args and which is None:
@@ -418,7 +443,7 @@ class Catalog:
 def _one_app(args: list[str]) -> str:
     if not args:
         raise errors.BadInput("Missing APP.")
-    return validation.app_name(args[0])
+    return str(targets.parse(args[0]))
 
 
 def incident_app(args: list[str]) -> str | None:

@@ -22,6 +22,7 @@ gateway is up is kept from discord.py's ready/resumed/disconnect events for /rea
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -406,8 +407,10 @@ async def start_discord(
                         gateway_url or settings.discord_gateway_url)  # fmt: skip
     if app_names is None:
         services = getattr(dispatcher, "services", None)
-        argocd = getattr(services, "argocd", None)
-        app_names = getattr(argocd, "names", None)
+        if services is not None:  # every instance's apps, as they are addressed
+            from commands.context import app_labels
+
+            app_names = functools.partial(app_labels, services)
     app = DiscordApp(settings, dispatcher, app_names, replays)
     client = ChatOpsClient(app)
     app.client = client

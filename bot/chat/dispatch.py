@@ -35,7 +35,7 @@ from bot.state.leader import identity
 from bot.state.locks import Holder, OperationLocks
 from bot.state.store import Store
 from commands import errors, validation
-from commands.context import Services
+from commands.context import Services, resolve
 from commands.results import Fact, Result, Status
 from commands.sync import failed_result
 
@@ -132,6 +132,7 @@ class Dispatcher:
             return None
         try:
             parsed = self.catalog.parse(inv, name, tokens[1:])
+            parsed = await self.catalog.settle(inv, parsed)
         except errors.BadInput as e:
             await self._audit_once(inv, name, tokens[1:], None, "bad_input", e.user_message)
             await _safe(reply.error(f"{e}\n{self.usage(name)}"))
@@ -253,7 +254,8 @@ class Dispatcher:
 
         async def project() -> str | None:
             try:
-                return (await services.argocd.get(app)).project
+                svc, qualified = await resolve(services, app)
+                return (await svc.argocd.get(qualified)).project
             except errors.CommandError:
                 return None
 

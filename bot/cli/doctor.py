@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bot.server import wiring
 from bot.settings import ConfigError, Settings
@@ -18,13 +19,20 @@ from commands.results import Fact, Result, Status
 CHECK_TIMEOUT = 15.0
 
 
-async def _argocd(settings: Settings) -> str:
-    client = wiring.argocd(settings)
+Check = Callable[[Settings], Awaitable[str]]
+
+
+async def _argocd(settings: Settings, instance: str | None = None) -> str:
+    client = wiring.argocd(settings, instance)
     try:
         apps = await client.list_apps()
     finally:
         await client.aclose()
     return f"reachable, token accepted, {len(apps)} applications visible"
+
+
+def _argocd_of(instance: str) -> Check:
+    return lambda settings: _argocd(settings, instance)
 
 
 async def _kube(settings: Settings) -> str:
@@ -34,6 +42,33 @@ async def _kube(settings: Settings) -> str:
             "no Kubernetes configuration (not in a cluster, no KUBECONFIG)",
             hint="Set KUBECONFIG or run in the cluster.",
         )
+    try:
+        return await _rights(settings, ops)
+    finally:
+        ops.api_client.close()
+
+
+def _context(context: str, kubeconfig: str) -> Check:
+    """A mapped cluster's context: loadable, reachable, the same rights as the default one."""
+
+    async def check(settings: Settings) -> str:
+        api = await asyncio.to_thread(wiring.context_api_client, context, kubeconfig)
+        if api is None:
+            raise errors.Unavailable(
+                f"kubeconfig context {context} cannot be loaded",
+                hint="Check KUBECONFIG (or the cluster's kubeconfig) and the context's name.",
+            )
+        ops = wiring.kube(settings, api)
+        assert ops is not None
+        try:
+            return await _rights(settings, ops)
+        finally:
+            api.close()
+
+    return check
+
+
+async def _rights(settings: Settings, ops: Any) -> str:
     namespaces = settings.namespaces_watched
     if not namespaces:
         missing = await ops.check_access()
@@ -99,15 +134,36 @@ async def _git(settings: Settings) -> str:
     return f"{settings.git_provider} {settings.git_repo} branch {settings.git_branch} writable"
 
 
+def _argocd_checks(settings: Settings) -> list[tuple[str, Check | None, str]]:
+    """One check per Argo CD instance; just "argocd" with the single-instance settings."""
+    if not settings.instances:
+        return [("argocd", _argocd if settings.argocd_url else None, "CHATOPS_ARGOCD_URL not set")]
+    return [(f"argocd {i.name}", _argocd_of(i.name), "") for i in settings.argo_instances]
+
+
+def _cluster_checks(settings: Settings) -> list[tuple[str, Check | None, str]]:
+    """One check per kubeconfig context the clusters setting maps to (context "" is the
+    default Kubernetes check above)."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for c in settings.clusters:
+        if c.context or c.kubeconfig:
+            seen.setdefault((c.context, c.kubeconfig), []).append(str(c.destination or c.server))
+    return [
+        (f"cluster {', '.join(dests)}", _context(ctx, cfg), "")
+        for (ctx, cfg), dests in seen.items()
+    ]
+
+
 async def doctor(settings: Settings) -> Result:
-    checks: list[tuple[str, Callable[[Settings], Awaitable[str]] | None, str]] = [
+    checks: list[tuple[str, Check | None, str]] = [
         ("state", _store, ""),
-        ("argocd", _argocd if settings.argocd_url else None, "CHATOPS_ARGOCD_URL not set"),
+        *_argocd_checks(settings),
         (
             "kubernetes",
             _kube if os.environ.get("KUBECONFIG") or _in_cluster() or _home_kubeconfig() else None,
             "no KUBECONFIG and not in a cluster",
         ),
+        *_cluster_checks(settings),
         ("slack", _slack if settings.slack_bot_token else None, "CHATOPS_SLACK_BOT_TOKEN not set"),
         (
             "discord",
@@ -124,7 +180,7 @@ async def doctor(settings: Settings) -> Result:
     facts: list[Fact] = []
     failed = 0
 
-    async def run(name: str, fn: Callable[[Settings], Awaitable[str]]) -> Fact:
+    async def run(name: str, fn: Check) -> Fact:
         try:
             return Fact(name, "✓ " + await asyncio.wait_for(fn(settings), CHECK_TIMEOUT))
         except TimeoutError:

@@ -81,6 +81,14 @@ def _globals(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
+def _instance(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--instance",
+        metavar="NAME",
+        help="the Argo CD instance (same as APP@NAME; default: whichever has the app)",
+    )
+
+
 def build_parser() -> Parser:
     common = Parser(add_help=False)
     _globals(common, top=False)
@@ -101,6 +109,7 @@ def build_parser() -> Parser:
 
     s = sub.add_parser("sync", help="refresh, pre-sync, sync, wait, verify", **kw)
     s.add_argument("app", help="the Argo CD application (NAME, NAMESPACE/NAME or NAME@INSTANCE)")
+    _instance(s)
     s.add_argument("--no-prune", action="store_true", help="do not prune resources")
     s.add_argument("--no-hooks", action="store_true", help="skip the pre-/post-sync steps")
     s.add_argument(
@@ -118,6 +127,7 @@ def build_parser() -> Parser:
 
     r = sub.add_parser("rollback", help="git-revert the app's last commit, then sync", **kw)
     r.add_argument("app", help="the Argo CD application to roll back")
+    _instance(r)
     r.add_argument("--commit", metavar="SHA", help="revert this commit (default: the deployed one)")
     r.add_argument("--no-sync", action="store_true", help="revert only; do not sync afterwards")
     r.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts)")
@@ -125,6 +135,7 @@ def build_parser() -> Parser:
     h = sub.add_parser("selfheal", help="turn self-heal off or on", **kw)
     h.add_argument("mode", choices=["off", "on"], help="off pauses self-heal, on restores it")
     h.add_argument("app", help="the Argo CD application")
+    _instance(h)
     h.add_argument(
         "--for",
         dest="duration",
@@ -146,14 +157,17 @@ def build_parser() -> Parser:
 
     v = sub.add_parser("verify-rootless", help="check no container runs as root", **kw)
     v.add_argument("app", help="the Argo CD application whose StatefulSets to check")
+    _instance(v)
 
     st = sub.add_parser("status", help="sync, health, operation, problems", **kw)
     st.add_argument("app", nargs="?", help="the application; omit to list those needing attention")
+    _instance(st)
 
     hk = sub.add_parser("hook", help="what the Argo CD hook Jobs run", **kw)
     hk.add_argument("phase", choices=["presync", "postsync"], help="the hook phase to run")
     hk.add_argument("--app", required=True, help="the Argo CD application being synced")
     hk.add_argument("--namespace", help="the app's namespace (skips asking Argo CD)")
+    _instance(hk)
     hk.add_argument(
         "--timeout",
         type=bounded(float, 5, 3600),

@@ -20,7 +20,7 @@ from typing import Any
 from bot import logs
 from bot.cli import output
 from bot.settings import ConfigError, Settings, load
-from commands import errors, validation
+from commands import errors, targets, validation
 from commands.results import Result
 
 log = logging.getLogger("chatops")
@@ -99,17 +99,35 @@ async def _with_services(
     *,
     store: bool = False,
     kube: bool = True,
+    only: str | None = None,
 ) -> Result:
+    """Run ``fn`` with the services of every instance (``only``: of that one alone)."""
+    from dataclasses import replace
+
     from bot.server import wiring
 
     st = _store(settings) if store else None
-    svc = wiring.services(settings, store=st, with_kube=kube)
+    svc = wiring.services(settings, store=st, with_kube=kube, instance=only)
     try:
-        return await fn(svc)
+        return await fn(replace(svc, instances={}) if only else svc)
     finally:
-        await svc.argocd.aclose()
+        await wiring.close(svc)
         if st is not None:
             st.close()
+
+
+def _app(args: argparse.Namespace) -> str:
+    """The APP argument with ``--instance`` folded in as ``APP@INSTANCE`` (both: must agree)."""
+    ref = targets.parse(args.app)
+    given = getattr(args, "instance", None)
+    if given:
+        targets.instance_name(given)
+        if ref.instance and ref.instance != given:
+            raise errors.BadInput(
+                f"'{args.app}' names instance {ref.instance}, but --instance says {given}."
+            )
+        ref = targets.AppRef(ref.name, ref.namespace, given)
+    return str(ref)
 
 
 async def do_sync(settings: Settings, args: argparse.Namespace) -> Result:
@@ -123,10 +141,10 @@ async def do_sync(settings: Settings, args: argparse.Namespace) -> Result:
         presync_timeout=settings.presync_timeout,
         postsync_timeout=settings.postsync_timeout,
     ).validate()
-    validation.app_name(args.app)
+    app = _app(args)
     return await _with_services(
         settings,
-        lambda svc: sync(svc, args.app, opts, caller=_caller(), progress=_progress(args)),
+        lambda svc: sync(svc, app, opts, caller=_caller(), progress=_progress(args)),
         kube=not args.no_hooks,
     )
 
@@ -134,7 +152,7 @@ async def do_sync(settings: Settings, args: argparse.Namespace) -> Result:
 async def do_selfheal(settings: Settings, args: argparse.Namespace) -> Result:
     from commands.selfheal import MAX_PAUSE, MIN_PAUSE, selfheal
 
-    validation.app_name(args.app)
+    app = _app(args)
     duration = None
     if args.duration:
         duration = validation.duration(
@@ -142,7 +160,7 @@ async def do_selfheal(settings: Settings, args: argparse.Namespace) -> Result:
         )
     return await _with_services(
         settings,
-        lambda svc: selfheal(svc, args.mode, args.app, duration=duration, caller=_caller()),
+        lambda svc: selfheal(svc, args.mode, app, duration=duration, caller=_caller()),
         store=True,
         kube=False,
     )
@@ -186,20 +204,22 @@ async def do_status(settings: Settings, args: argparse.Namespace) -> Result:
     from commands.status import overview, status
 
     if args.app is None:
-        return await _with_services(settings, overview, kube=False)
-    validation.app_name(args.app)
-    return await _with_services(settings, lambda svc: status(svc, args.app), store=True, kube=False)
+        if args.instance:
+            targets.instance_name(args.instance)
+        return await _with_services(settings, overview, kube=False, only=args.instance)
+    app = _app(args)
+    return await _with_services(settings, lambda svc: status(svc, app), store=True, kube=False)
 
 
 async def do_verify(settings: Settings, args: argparse.Namespace) -> Result:
     from commands.verify import verify
 
-    validation.app_name(args.app)
+    app = _app(args)
 
     async def go(svc: Any) -> Result:
-        if svc.kube is None:
+        if svc.kube is None and svc.clusters is None:
             raise ConfigError([NO_KUBE + " verify-rootless needs it."])
-        return await verify(svc, args.app)
+        return await verify(svc, app)
 
     return await _with_services(settings, go)
 
@@ -208,19 +228,19 @@ async def do_hook(settings: Settings, args: argparse.Namespace) -> Result:
     from bot.server import wiring
     from commands.verify import hook
 
-    validation.app_name(args.app)
+    ref = targets.parse(_app(args))
     if args.namespace:
         validation.namespace(args.namespace)
     kube = wiring.kube(settings)
     if kube is None:
         raise ConfigError([NO_KUBE])
-    argocd = wiring.argocd(settings) if not args.namespace else None
+    argocd = wiring.argocd(settings, ref.instance or None) if not args.namespace else None
     timeout = args.timeout
     try:
         return await hook(
             kube,
             args.phase,
-            args.app,
+            ref.qualified,
             namespace=args.namespace,
             argocd=argocd,
             timeout=timeout
@@ -278,7 +298,7 @@ def _changed_files(repo_dir: str, rev: str) -> list[str]:
 async def do_rollback(settings: Settings, args: argparse.Namespace) -> Result:
     from commands.rollback import rollback_cli
 
-    validation.app_name(args.app)
+    app = _app(args)
     if not settings.git_repo or not (settings.git_token or settings.uses_git_app):
         raise ConfigError(
             [
@@ -290,7 +310,7 @@ async def do_rollback(settings: Settings, args: argparse.Namespace) -> Result:
         settings,
         lambda svc: rollback_cli(
             svc,
-            args.app,
+            app,
             commit=args.commit,
             sync_after=not args.no_sync,
             assume_yes=args.yes,
@@ -325,7 +345,7 @@ async def do_audit(settings: Settings, args: argparse.Namespace) -> Result | Non
     if args.since:
         since = _since(args.since)
     if args.app:
-        validation.app_name(args.app)
+        targets.parse(args.app)
     st = _store(settings)
     try:
         rows = st.audit_list(app=args.app, since=since, limit=args.limit)

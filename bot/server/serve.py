@@ -215,7 +215,7 @@ class Bot:
 
     def _build_services(self) -> None:
         s = self.settings
-        if not (s.argocd_url and s.argocd_token):
+        if not s.argo_instances:
             self.enabled["argocd"] = (
                 "MISSING (set CHATOPS_ARGOCD_URL and CHATOPS_ARGOCD_TOKEN); "
                 "commands answer that Argo CD is not configured"
@@ -228,7 +228,10 @@ class Bot:
             self.enabled["argocd"] = f"MISSING ({'; '.join(e.problems)})"
             return
         self.services.now = self.clock
-        self.enabled["argocd"] = _safe_url(s.argocd_url)
+        self.enabled["argocd"] = ", ".join(
+            f"{i.name} {_safe_url(i.url)}" if len(s.argo_instances) > 1 else _safe_url(i.url)
+            for i in s.argo_instances
+        )
         self.enabled["kubernetes"] = (
             "configured" + ("" if s.kube_exec else " (exec off)")
             if self.services.kube is not None
@@ -379,10 +382,14 @@ class Bot:
 
     def _watch_problem(self) -> str | None:
         """A watch that lost its stream and has not delivered since (it keeps reconnecting)."""
+        app_watches = list(getattr(self.alerts, "app_watches", None) or [])  # one per instance
+        several = len(app_watches) > 1
+        watches = [(f"app_watch {w.instance}" if several else "app_watch", w) for w in app_watches]
+        watches.append(("event_watch", getattr(self.alerts, "event_watch", None)))
         failing = [
             f"{name}: {problem}"
-            for name in ("app_watch", "event_watch")
-            if (problem := getattr(getattr(self.alerts, name, None), "failing", None))
+            for name, watch in watches
+            if (problem := getattr(watch, "failing", None))
         ]
         return "; ".join(failing) or None
 
@@ -420,7 +427,7 @@ class Bot:
         if self._session is not None:
             await self._session.close()
         if self.services is not None:
-            await self.services.argocd.aclose()
+            await wiring.close(self.services)
             if self.services.kube is not None and self.kube_client is None:
                 with contextlib.suppress(Exception):
                     self.services.kube.api_client.close()

@@ -12,10 +12,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.settings import ConfigError, Settings, git_credential_problems
+from bot.settings import ArgoInstance, ConfigError, Settings, git_credential_problems
 from bot.state.store import Store, StoreTimers
+from commands.argocd import links
 from commands.argocd.client import ArgoCD
-from commands.context import Services
+from commands.context import Instance, Services
+from commands.kube.clusters import ClusterMap, ClusterRoute
 
 if TYPE_CHECKING:
     from commands.githost.github.app_auth import GitHubAppAuth
@@ -25,19 +27,47 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def argocd(settings: Settings) -> ArgoCD:
-    settings.require("argocd_url", "argocd_token", why="talking to Argo CD")
-    assert settings.argocd_url and settings.argocd_token
-    verify: bool | str = True
-    if settings.argocd_ca_bundle:
-        if not os.path.exists(settings.argocd_ca_bundle):
-            raise ConfigError(
-                [f"CHATOPS_ARGOCD_CA_BUNDLE: {settings.argocd_ca_bundle} does not exist."]
-            )
-        verify = settings.argocd_ca_bundle
-    elif settings.argocd_insecure:
-        verify = False
-    return ArgoCD(settings.argocd_url, settings.argocd_token.get_secret_value(), verify=verify)
+def argocd(settings: Settings, instance: str | None = None) -> ArgoCD:
+    """The client of one Argo CD instance (default: ``settings.default_instance``)."""
+    if not settings.argo_instances:
+        settings.require("argocd_url", "argocd_token", why="talking to Argo CD")
+    name = instance or settings.default_instance
+    for inst in settings.argo_instances:
+        if inst.name == name:
+            return argocd_client(inst)
+    known = ", ".join(i.name for i in settings.argo_instances)
+    raise ConfigError([f"There is no Argo CD instance '{name}' (configured: {known})."])
+
+
+def _tls(inst: ArgoInstance) -> bool | str:
+    if inst.ca_bundle:
+        if not os.path.exists(inst.ca_bundle):
+            where = "CHATOPS_ARGOCD_CA_BUNDLE" if inst.name == "default" else inst.name
+            raise ConfigError([f"{where}: the CA bundle {inst.ca_bundle} does not exist."])
+        return inst.ca_bundle
+    return not inst.insecure
+
+
+def argocd_client(inst: ArgoInstance) -> ArgoCD:
+    return ArgoCD(inst.url, inst.secret(), verify=_tls(inst), namespace=inst.namespace)
+
+
+def instances(settings: Settings) -> dict[str, Instance]:
+    """Every configured Argo CD instance, connected (no request is made yet). Every token and
+    CA bundle is checked before any client is built."""
+    listed = settings.argo_instances
+    problems = []
+    for inst in listed:
+        try:
+            inst.secret()
+            _tls(inst)
+        except ConfigError as e:
+            problems += e.problems
+    if problems:
+        raise ConfigError(problems)
+    return {
+        i.name: Instance(i.name, argocd_client(i), links.ui_base(i.ui_url, i.url)) for i in listed
+    }
 
 
 def kube_api_client() -> Any | None:
@@ -62,6 +92,39 @@ def kube(settings: Settings, api_client: Any | None = None) -> KubeOps | None:
     from commands.kube.ops import KubeOps
 
     return KubeOps(api, exec_enabled=settings.kube_exec)
+
+
+def context_api_client(context: str, kubeconfig: str = "") -> Any | None:
+    """A client for one kubeconfig context (of ``kubeconfig``, else KUBECONFIG, else
+    ~/.kube/config); None when the file or the context cannot be loaded."""
+    from kubernetes import config
+
+    path = kubeconfig or os.environ.get("KUBECONFIG") or None
+    try:
+        return config.new_client_from_config(config_file=path, context=context)  # type: ignore[no-untyped-call]
+    except (config.ConfigException, FileNotFoundError, TypeError, ValueError) as e:
+        log.warning("kubeconfig context %s cannot be loaded: %s", context, type(e).__name__)
+        return None
+
+
+def cluster_map(settings: Settings, default: KubeOps | None) -> ClusterMap | None:
+    """The ``clusters:`` setting with clients built on first use; None when it is empty.
+    A route to context "" (in-cluster / current) uses ``default``."""
+    if not settings.clusters:
+        return None
+    routes: list[ClusterRoute] = []
+    for c in settings.clusters:
+        for dest in (c.destination, c.server):
+            if dest:
+                routes.append(ClusterRoute(dest, c.context, c.instance, c.kubeconfig))
+
+    def connect(context: str, kubeconfig: str) -> KubeOps | None:
+        if not context and not kubeconfig:
+            return default
+        api = context_api_client(context, kubeconfig)
+        return kube(settings, api) if api is not None else None
+
+    return ClusterMap(routes, connect, strict=settings.strict_clusters, shared=default)
 
 
 def git(settings: Settings) -> GitHost | None:
@@ -113,11 +176,35 @@ def services(
     store: Store | None = None,
     with_kube: bool = True,
     kube_client: Any | None = None,
+    instance: str | None = None,
 ) -> Services:
+    """The services of ``instance`` (default: the default instance) knowing every other."""
+    if not settings.argo_instances:
+        settings.require("argocd_url", "argocd_token", why="talking to Argo CD")
+    conns = instances(settings)
+    name = instance or settings.default_instance
+    if name not in conns:
+        raise ConfigError(
+            [f"There is no Argo CD instance '{name}' (configured: {', '.join(conns)})."]
+        )
+    default_kube = kube(settings, kube_client) if with_kube else None
     return Services(
-        argocd=argocd(settings),
-        kube=kube(settings, kube_client) if with_kube else None,
+        argocd=conns[name].argocd,
+        kube=default_kube,
         timers=StoreTimers(store) if store is not None else None,
         git=git(settings),
-        ui_url=settings.ui_url,
+        ui_url=conns[name].ui_url,
+        instance=name,
+        instances=conns if len(conns) > 1 else {},
+        clusters=cluster_map(settings, default_kube) if with_kube else None,
     )
+
+
+async def close(svc: Services) -> None:
+    """Close every Argo CD client of ``svc`` and the cluster clients it built."""
+    clients = {id(i.argocd): i.argocd for i in svc.instances.values()}
+    clients[id(svc.argocd)] = svc.argocd
+    for client in clients.values():
+        await client.aclose()
+    if svc.clusters is not None:
+        svc.clusters.close()

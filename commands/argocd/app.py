@@ -102,6 +102,30 @@ class Application:
         return str(d.get("name") or d.get("server") or "in-cluster")
 
     @property
+    def dest_name(self) -> str:
+        return str(dig(self.raw, "spec", "destination", "name", default=""))
+
+    @property
+    def dest_server(self) -> str:
+        return str(dig(self.raw, "spec", "destination", "server", default=""))
+
+    @property
+    def app_namespace(self) -> str:
+        """The namespace the Application itself lives in (not where it deploys)."""
+        return str(dig(self.raw, "metadata", "namespace", default=""))
+
+    def qualified(self, home: str) -> str:
+        """``NAMESPACE/NAME`` outside Argo CD's own namespace ``home``, else ``NAME``."""
+        ns = self.app_namespace
+        return f"{ns}/{self.name}" if ns and ns != home else self.name
+
+    def tracked_name(self, home: str) -> str:
+        """The name Argo CD tracks the app's resources by (instance label, tracking-id): an
+        app outside Argo CD's own namespace is ``NAMESPACE_NAME`` there."""
+        ns = self.app_namespace
+        return f"{ns}_{self.name}" if ns and ns != home else self.name
+
+    @property
     def source(self) -> dict[str, Any]:
         src = dig(self.raw, "spec", "source")
         if isinstance(src, dict):

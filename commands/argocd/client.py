@@ -5,6 +5,11 @@ every non-GET sends exactly ``Content-Type: application/json`` (a charset suffix
 a merge patch travels as a JSON *string*, a ``?refresh=`` GET blocks until the controller has
 reconciled (long timeout), and every HTTP failure is mapped once, in ``check_response``, to a
 ``commands.errors`` kind a person can read.
+
+Apps are named as the argocd CLI names them: ``NAMESPACE/APP`` for an app outside Argo CD's own
+namespace ("apps in any namespace"), which travels as ``appNamespace`` on every call that takes
+it (the query of a GET or DELETE, the body of a sync or patch); a bare ``APP`` sends none, and
+Argo CD looks in its own namespace.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ REQUEST_ID_INFO = "chatops-request-id"  # a refresh blocks until the controller 
 
 class ArgoCD:
     """One argocd-server. ``transport`` exists for tests that must not open sockets; the
-    normal path is a real HTTP connection (TLS verified by default, ``ca_bundle`` optional)."""
+    normal path is a real HTTP connection (TLS verified by default, ``ca_bundle`` optional).
+    ``namespace`` is Argo CD's own namespace: its apps are named without one."""
 
     def __init__(
         self,
@@ -36,8 +42,10 @@ class ArgoCD:
         verify: bool | str = True,
         timeout: float = 30.0,
         client: httpx.AsyncClient | None = None,
+        namespace: str = "argocd",
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.namespace = namespace
         self._token = token
         self._client = client or httpx.AsyncClient(
             base_url=self.base_url,
@@ -65,21 +73,32 @@ class ArgoCD:
         refresh: Literal["normal", "hard"] | None = None,
         project: str | None = None,
     ) -> Application:
-        params: dict[str, str] = {}
+        app, params = _name_params(name)
         if refresh:
             params["refresh"] = refresh
         if project:
             params["project"] = project
         timeout = REFRESH_TIMEOUT if refresh else None
         data = await self._request(
-            "GET", f"/api/v1/applications/{name}", params=params, app=name, timeout=timeout
+            "GET", f"/api/v1/applications/{app}", params=params, app=name, timeout=timeout
         )
         return Application(data)
 
     async def list_apps(
-        self, *, selector: str | None = None, projects: tuple[str, ...] = ()
+        self,
+        *,
+        selector: str | None = None,
+        projects: tuple[str, ...] = (),
+        name: str | None = None,
     ) -> list[Application]:
+        """Apps of every namespace Argo CD serves; ``name`` (qualified or not) narrows it to
+        apps of that name (in that namespace)."""
         params: list[tuple[str, str]] = []
+        if name:
+            bare, namespace = _split(name)
+            params.append(("name", bare))
+            if namespace:
+                params.append(("appNamespace", namespace))
         if selector:
             params.append(("selector", selector))
         for p in projects:
@@ -88,7 +107,8 @@ class ArgoCD:
         return [Application(item) for item in (data.get("items") or [])]
 
     async def names(self) -> list[str]:
-        return [a.name for a in await self.list_apps()]
+        """Every app as it is addressed: ``NAMESPACE/APP`` outside Argo CD's own namespace."""
+        return [a.qualified(self.namespace) for a in await self.list_apps()]
 
     async def sync(
         self,
@@ -104,8 +124,9 @@ class ArgoCD:
     ) -> Application:
         """Start a sync. ``request_id`` travels in the operation's ``info`` so the caller can
         tell its own operation from an earlier one (``startedAt`` has one-second resolution)."""
+        app, namespace = _split(name)
         body: dict[str, Any] = {
-            "name": name,
+            "name": app,
             "prune": prune,
             "dryRun": dry_run,
             "strategy": {"hook": {"force": False}},
@@ -124,20 +145,26 @@ class ArgoCD:
             infos.append({"name": REQUEST_ID_INFO, "value": request_id})
         if infos:
             body["infos"] = infos
+        if namespace:
+            body["appNamespace"] = namespace
         data = await self._request(
-            "POST", f"/api/v1/applications/{name}/sync", json_body=body, app=name
+            "POST", f"/api/v1/applications/{app}/sync", json_body=body, app=name
         )
         return Application(data)
 
     async def patch(self, name: str, patch: Mapping[str, Any]) -> Application:
-        body = {"name": name, "patchType": "merge", "patch": json.dumps(patch)}
-        data = await self._request(
-            "PATCH", f"/api/v1/applications/{name}", json_body=body, app=name
-        )
+        app, namespace = _split(name)
+        body = {"name": app, "patchType": "merge", "patch": json.dumps(patch)}
+        if namespace:
+            body["appNamespace"] = namespace
+        data = await self._request("PATCH", f"/api/v1/applications/{app}", json_body=body, app=name)
         return Application(data)
 
     async def resource_tree(self, name: str) -> list[dict[str, Any]]:
-        data = await self._request("GET", f"/api/v1/applications/{name}/resource-tree", app=name)
+        app, params = _name_params(name)
+        data = await self._request(
+            "GET", f"/api/v1/applications/{app}/resource-tree", params=params, app=name
+        )
         return list(data.get("nodes") or [])
 
     async def watch(
@@ -148,7 +175,9 @@ class ArgoCD:
         ``CommandError`` its code maps to (``stream_error``)."""
         params: dict[str, str] = {}
         if name:
-            params["name"] = name
+            params["name"], namespace = _split(name)
+            if namespace:
+                params["appNamespace"] = namespace
         if selector:
             params["selector"] = selector
         try:
@@ -228,6 +257,17 @@ class ArgoCD:
                 hint="Is CHATOPS_ARGOCD_URL pointing at argocd-server (not the UI behind a proxy)?",
             ) from e
         return data if isinstance(data, dict) else {"items": data}
+
+
+def _split(name: str) -> tuple[str, str]:
+    """``NAMESPACE/APP`` -> ``(APP, NAMESPACE)``; ``APP`` -> ``(APP, "")``."""
+    namespace, _, app = name.rpartition("/")
+    return app, namespace
+
+
+def _name_params(name: str) -> tuple[str, dict[str, str]]:
+    app, namespace = _split(name)
+    return app, ({"appNamespace": namespace} if namespace else {})
 
 
 ARGOCD = http_errors.Service(

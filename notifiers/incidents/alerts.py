@@ -79,6 +79,7 @@ def incident_alert(inc: Incident, *, ui_url: str, actions: Actions) -> Alert:
         occurred_at=datetime.fromtimestamp(inc.opened_at, UTC),
         project=inc.project,
         cluster=inc.cluster,
+        instance=inc.instance,
         namespace=inc.namespace,
         revision=inc.revision,
         resources=inc.resources,

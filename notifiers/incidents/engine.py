@@ -79,7 +79,8 @@ __all__ = [
     "incident_key",
 ]
 
-Route = Callable[[str, str, str], tuple[Target, ...]]
+# (app, project, namespace[, instance]): the instance is passed when the signal has one
+Route = Callable[..., tuple[Target, ...]]
 
 
 class Engine:
@@ -184,11 +185,17 @@ class Engine:
             problem=problem,
             state="pending",
             opened_at=now,
-            targets=self.route(sig.app, sig.project or "default", sig.namespace),
+            targets=self._route(sig),
         )
         absorb(inc, sig)
         self.incidents[inc.key] = inc
         return inc
+
+    def _route(self, sig: Signal) -> tuple[Target, ...]:
+        project = sig.project or "default"
+        if sig.instance:  # routes may match the Argo CD instance
+            return self.route(sig.app, project, sig.namespace, sig.instance)
+        return self.route(sig.app, project, sig.namespace)
 
     def _on_problem(self, ch: Changes, sig: Signal, now: float) -> None:
         problem = cast(Problem, sig.kind)

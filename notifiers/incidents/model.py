@@ -35,6 +35,7 @@ class Signal:
     source: str = "watch"  # webhook | watch | events
     project: str = ""
     cluster: str = ""
+    instance: str = ""  # the Argo CD instance that reported it
     namespace: str = ""
     revision: str = ""
     url: str | None = None
@@ -125,6 +126,7 @@ class Incident:
     targets: tuple[Target, ...] = ()
     project: str = ""
     cluster: str = ""
+    instance: str = ""
     namespace: str = ""
     revision: str = ""
     url: str | None = None
@@ -202,6 +204,7 @@ def absorb(inc: Incident, sig: Signal) -> bool:
     before_res, before_commit = inc.resources, inc.commit
     inc.project = sig.project or inc.project
     inc.cluster = sig.cluster or inc.cluster
+    inc.instance = sig.instance or inc.instance
     inc.namespace = sig.namespace or inc.namespace
     inc.revision = sig.revision or inc.revision
     inc.url = sig.url or inc.url

@@ -220,9 +220,14 @@ class ArgoHttp:
         return decoded
 
     def _lookup(self, name: str, project: str | None, app_namespace: str | None = None) -> App:
-        """argocd-server's getApplicationEnforceRBAC: don't leak whether an app exists."""
+        """argocd-server's getApplicationEnforceRBAC: don't leak whether an app exists.
+
+        Without ``appNamespace`` the app is looked up in Argo CD's own namespace
+        (server/application/application.go: ``appNamespaceOrDefault``), so an app elsewhere
+        ("apps in any namespace") is found only when the caller names its namespace."""
         app = self.state.apps.get(name)
-        if app is not None and app_namespace and app["metadata"].get("namespace") != app_namespace:
+        wanted = app_namespace or fx.ARGOCD_NAMESPACE
+        if app is not None and app["metadata"].get("namespace") != wanted:
             app = None
         not_found = ApiError(NOT_FOUND, f'applications.argoproj.io "{name}" not found')
         if app is None:
@@ -241,7 +246,12 @@ class ArgoHttp:
     async def list_apps(self, request: web.Request) -> web.Response:
         q = request.query
         matches = _filter(q.get("name"), q.get("selector"), _projects(request), q.get("repo"))
-        items = [copy.deepcopy(a) for _, a in sorted(self.state.apps.items()) if matches(a)]
+        app_ns = q.get("appNamespace")  # List reads only that namespace when it is given
+        items = [
+            copy.deepcopy(a)
+            for _, a in sorted(self.state.apps.items())
+            if matches(a) and (not app_ns or a["metadata"].get("namespace") == app_ns)
+        ]
         rv = str(self.state.resource_version)
         return self._json({"metadata": {"resourceVersion": rv}, "items": items})
 
