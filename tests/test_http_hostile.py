@@ -20,8 +20,7 @@ from typing import Any
 import discord
 import pytest
 
-from bot.chat import discord as discord_app
-from bot.chat import slack_signature
+from bot.chat import discord_gateway, slack_signature
 from bot.chat.dispatch import Dispatcher
 from bot.metrics import Registry
 from bot.server import wiring
@@ -296,7 +295,7 @@ async def test_the_same_discord_interaction_id_runs_once(tmp_path: Path, argo: F
     services = wiring.services(settings, store=store, with_kube=False)
     dispatcher = Dispatcher(settings, services, store)
     base = discord.http.Route.BASE
-    runner = await discord_app.start_discord(
+    runner = await discord_gateway.start_discord(
         settings,
         dispatcher,
         api_url=fake.api_url,
