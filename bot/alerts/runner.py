@@ -36,7 +36,8 @@ from commands.context import Services
 from commands.results import Result, Status
 from notifiers.alert import CommitRef, ResourceProblem
 from notifiers.delivery import ChatSink, Clock, Deliverer, DeliveryPolicy, OutboxItem
-from notifiers.incidents.engine import Engine, Policy, Signal
+from notifiers.incidents.engine import Engine
+from notifiers.incidents.model import Policy, Signal
 from notifiers.routing import Router
 
 log = logging.getLogger(__name__)

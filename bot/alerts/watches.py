@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.settings import Settings
 from commands.context import Services
-from notifiers.incidents.engine import Signal
+from notifiers.incidents.model import Signal
 
 
 def start(

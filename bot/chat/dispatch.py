@@ -36,7 +36,7 @@ from commands.sync import failed_result
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Dispatcher", "Handler", "InFlight", "Invocation", "Reply"]
+__all__ = ["Dispatcher", "InFlight"]
 
 
 @dataclass(frozen=True)
