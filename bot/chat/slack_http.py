@@ -26,7 +26,7 @@ import asyncio
 import logging
 import time
 import urllib.parse
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, Protocol
 
 from aiohttp import web
@@ -100,6 +100,10 @@ class SlackEvents:
         self.adapter = adapter
         self._secret = secret
         self.burst = Burst()
+        # acked requests waiting for the burst to end: a list and one task per burst, so the
+        # ack itself costs an append, not a task and a future per request
+        self._later: list[Callable[[], AsyncBoltRequest]] = []
+        self._draining = False
 
     async def handle(self, request: web.Request) -> web.Response:
         self.burst.request()
@@ -138,20 +142,34 @@ class SlackEvents:
         kind = _form_kind(text, request.content_type)
         if kind == "command":
             # a slash command: form fields, nothing to parse that could fail; ack now
-            self.adapter.spawn(self._dispatch_later(lambda: bolt_request(_fields(text))))
+            self._defer(lambda: bolt_request(_fields(text)))
             return web.Response()
         try:
             parsed = bolt_request(_fields(text) if kind == "form" else None)
         except _MALFORMED as e:
             return _malformed(e)
         if kind == "interaction" and parsed.body.get("type") == "block_actions":
-            self.adapter.spawn(self._dispatch_later(lambda: parsed))  # a click: ack now too
+            self._defer(lambda: parsed)  # a click: ack now too
             return web.Response()
         return to_aiohttp(await self.adapter.app.async_dispatch(parsed))
 
-    async def _dispatch_later(self, build: Any) -> None:
+    def _defer(self, build: Callable[[], AsyncBoltRequest]) -> None:
+        self._later.append(build)
+        if not self._draining:
+            self._draining = True
+            self.adapter.spawn(self._drain())
+
+    async def _drain(self) -> None:
+        """Once the burst is over, route everything acked meanwhile through bolt."""
         try:
             await self.burst.wait()
+        finally:
+            batch, self._later, self._draining = self._later, [], False
+        for build in batch:
+            self.adapter.spawn(self._dispatch(build))
+
+    async def _dispatch(self, build: Callable[[], AsyncBoltRequest]) -> None:
+        try:
             response = await self.adapter.app.async_dispatch(build())
         except asyncio.CancelledError:
             raise
