@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import prometheus_client as prom
 from prometheus_client.metrics import MetricWrapperBase
@@ -74,13 +74,21 @@ class _Metric:
         self.name = name
         self.labels = tuple(labels)
         self._metric = metric
+        # label values -> series: prometheus_client's ``labels()`` validates and locks on every
+        # call, a few µs that every HTTP request (the Slack ack included) would pay twice
+        self._children: dict[tuple[tuple[str, object], ...], Any] = {}
 
     def _child(self, metric: _W, values: dict[str, str]) -> _W:
         """The series for these label values (the metric itself when it has no labels)."""
+        key = tuple(values.items())
+        child = self._children.get(key)
+        if child is not None:
+            return cast(_W, child)
         self._check(values)
-        if not self.labels:
-            return metric
-        return metric.labels(**{k: str(v) for k, v in values.items()})
+        child = metric.labels(**{k: str(v) for k, v in values.items()}) if self.labels else metric
+        if len(self._children) < 10_000:  # label values are bounded; this bounds the cache too
+            self._children[key] = child
+        return child
 
     def _check(self, values: dict[str, str]) -> None:
         if set(values) != set(self.labels):

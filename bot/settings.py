@@ -248,7 +248,7 @@ class Settings(BaseSettings):
     git_token: SecretStr | None = None
     git_repo: str | None = None
     git_branch: str = "main"
-    # ... or, instead of git_token, a GitHub App installation (commands/github_app.py)
+    # ... or, instead of git_token, a GitHub App installation (commands/githost/github/app_auth.py)
     git_app_id: str | None = None
     git_app_installation_id: str | None = None
     git_app_private_key: SecretStr | None = None  # PEM text

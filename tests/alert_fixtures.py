@@ -21,7 +21,7 @@ from bot.metrics import Registry
 from bot.settings import Settings
 from bot.state.store import Store
 from notifiers.delivery import ChannelRate, DeliveryPolicy
-from notifiers.incidents.engine import Policy
+from notifiers.incidents.model import Policy
 from tests.gotemplate import render
 
 TOKEN = "test-webhook-token-0123456789"

@@ -19,7 +19,7 @@ import pytest
 
 from commands.argocd.client import ArgoCD
 from commands.context import Services
-from notifiers.incidents.engine import Policy
+from notifiers.incidents.model import Policy
 from tests.alert_fixtures import TOKEN, Harness, body_for, degraded_app, failed_app, settings
 from tests.fakes.argocd_fixtures import make_app
 from tests.fakes.kube_api import FakeKube, api_client

@@ -62,6 +62,11 @@ async def test_sync_json_success(argo: FakeArgoCD, kube_fake: FakeKube, tmp_path
     assert out["ok"] is True and out["status"] == "changed"
     assert [s["name"] for s in out["steps"]] == ["refresh", "presync", "sync", "wait", "postsync"]
     assert out["facts"]["revision"].endswith(sha("payments-2")[:7])
+    # the steps went to stderr as they happened (a CI log shows them); stdout is only the JSON
+    done = [line.strip() for line in p.stderr.splitlines() if line.strip().startswith("✓")]
+    assert [line.split(":")[0] for line in done] == [
+        "✓ refresh", "✓ presync", "✓ sync", "✓ wait", "✓ postsync"
+    ]  # fmt: skip
 
 
 async def test_sync_failure_exit_1_with_readable_text(argo: FakeArgoCD, tmp_path: Path):
@@ -135,13 +140,36 @@ async def test_ci_sync_changed_apps(argo: FakeArgoCD, tmp_path: Path):
         "ci", "sync", "--changed-since", base, "--repo-dir", str(repo), "--json", env=env
     )
     assert p.returncode == 0, p.stdout + p.stderr
-    out = json.loads(p.stdout)
+    out = json.loads(p.stdout)  # stdout is the JSON result alone
     assert out["summary"] == "Synced 1 apps: web."
     synced = [r.path for r in argo.requests if r.method == "POST"]
     assert synced == ["/api/v1/applications/web/sync"]
+    steps = p.stderr.splitlines()  # the progress, each step named by its app
+    assert "  ✓ changed apps: web (1 files changed)" in steps
+    assert [s.split(":")[1] for s in steps if s.startswith("  ✓ web: ")] == [
+        " refresh", " sync", " wait"
+    ]  # fmt: skip
+    assert "  - web: postsync: no Kubernetes access configured" in steps  # skipped, and said
+
+    # a force push that dropped the commit which changed db: the push's `before` is that
+    # dropped tip, and db's files differ between it and the new HEAD, so db syncs too
+    (repo / "apps/db/values.yaml").write_text("a: 3\n")
+    git("commit", "-qam", "db, about to be dropped")
+    dropped_tip = git("rev-parse", "HEAD")
+    git("reset", "-q", "--hard", "HEAD~1")
+    (repo / "apps/web/values.yaml").write_text("a: 4\n")
+    git("commit", "-qam", "web again, force-pushed")
+    argo.clear_requests()
+    p = await chatops(
+        "ci", "sync", "--changed-since", dropped_tip, "--repo-dir", str(repo), "--json", env=env
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert json.loads(p.stdout)["summary"] == "Synced 2 apps: db, web."
+    synced = sorted(r.path for r in argo.requests if r.method == "POST")
+    assert synced == ["/api/v1/applications/db/sync", "/api/v1/applications/web/sync"]
 
     bad = await chatops("ci", "sync", "--changed-since", "nope", "--repo-dir", str(repo), env=env)
-    assert bad.returncode == 2 and "Cannot diff nope...HEAD" in bad.stderr
+    assert bad.returncode == 2 and "Cannot diff nope with HEAD" in bad.stderr
 
 
 async def test_selfheal_timer_and_audit(argo: FakeArgoCD, tmp_path: Path):

@@ -15,7 +15,7 @@ import pytest
 
 from notifiers.alert import EventCount
 from notifiers.delivery import DeliveryPolicy
-from notifiers.incidents.engine import Policy, Signal
+from notifiers.incidents.model import Policy, Signal
 from tests.alert_fixtures import FAST, Harness, discord_channel, settings
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.recording import until_async
@@ -369,7 +369,7 @@ async def test_ack_command_records_who_and_edits_the_alert(tmp_path, slack):
 
 
 class RecordingReply:
-    """The chat adapter's side of the dispatcher (bot.chat.dispatch.Reply), recorded."""
+    """The chat adapter's side of the dispatcher (bot.chat.invocation.Reply), recorded."""
 
     def __init__(self) -> None:
         self.results: list = []
@@ -389,7 +389,8 @@ class RecordingReply:
 
 
 async def test_ack_button_goes_through_the_real_dispatcher(tmp_path, slack):
-    from bot.chat.dispatch import Dispatcher, Invocation
+    from bot.chat.dispatch import Dispatcher
+    from bot.chat.invocation import Invocation
     from bot.state.store import Store
 
     s = settings(

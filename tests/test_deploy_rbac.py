@@ -28,7 +28,7 @@ from commands.reconnect import Backoff
 from commands.results import Status, StepState
 from commands.sync import SyncOptions, sync
 from commands.verify import verify
-from notifiers.incidents.engine import Signal
+from notifiers.incidents.model import Signal
 from tests.fakes.argocd_api import FakeArgoCD
 from tests.fakes.argocd_fixtures import make_app, sha
 from tests.fakes.kube_api import FakeKube, api_client
@@ -236,10 +236,14 @@ async def test_the_event_watch_runs_in_the_watched_namespace_not_across_the_clus
 async def test_doctors_rights_check_passes_in_the_app_namespace_with_the_shipped_rbac(
     ops: KubeOps,
 ) -> None:
-    assert await ops.check_namespace_access(APP_NS) == []
-    missing = await ops.check_namespace_access("kube-system")
+    assert await ops.check_access(APP_NS) == []
+    missing = await ops.check_access("kube-system")
     assert "create pods/exec in namespace kube-system" in missing
     assert "patch statefulsets/scale in namespace kube-system" in missing
+    # without watch_namespaces the bot would need it all cluster-wide: nothing is granted there
+    cluster = await ops.check_access()
+    assert "watch events at cluster scope" in cluster
+    assert "patch statefulsets/scale at cluster scope" in cluster
 
 
 @pytest.mark.parametrize("namespace", ["argocd", "kube-system"])

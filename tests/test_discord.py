@@ -19,7 +19,7 @@ import discord
 import pytest
 import yarl
 
-from bot.chat import discord as discord_app
+from bot.chat import discord_gateway
 from bot.chat.dispatch import Dispatcher
 from bot.server.wiring import services as build_services
 from bot.settings import ConfigError, Settings
@@ -77,7 +77,7 @@ class Bot:
     store: Store
     services: Services
     dispatcher: Dispatcher
-    runner: discord_app.DiscordRunner
+    runner: discord_gateway.DiscordRunner
 
     async def restart(self) -> None:
         """A new process: a new client (and dispatcher) with nothing carried over in memory."""
@@ -137,8 +137,8 @@ class Bot:
 
 async def start(
     settings: Settings, dispatcher: Dispatcher, fake: FakeDiscord
-) -> discord_app.DiscordRunner:
-    runner = await discord_app.start_discord(
+) -> discord_gateway.DiscordRunner:
+    runner = await discord_gateway.start_discord(
         settings, dispatcher, api_url=fake.api_url, connect=False
     )
     runner.client._connection.parse_guild_create(dp.guild_create(roles={OTHER_ROLE: "devs"}))  # type: ignore[arg-type]
@@ -209,7 +209,7 @@ async def test_command_names_follow_the_configured_prefix(
 ) -> None:
     settings = Settings(discord_token=fake.token, command_prefix="argo-")
     store = Store(tmp_path / "s.db")
-    runner = await discord_app.start_discord(
+    runner = await discord_gateway.start_discord(
         settings, Dispatcher(settings, None, store), api_url=fake.api_url, connect=False
     )
     try:
@@ -223,14 +223,14 @@ async def test_command_names_follow_the_configured_prefix(
 
 async def test_missing_token_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="CHATOPS_DISCORD_TOKEN"):
-        await discord_app.start_discord(Settings(), None, connect=False)  # type: ignore[arg-type]
+        await discord_gateway.start_discord(Settings(), None, connect=False)  # type: ignore[arg-type]
 
 
 def test_gateway_and_api_urls_are_configurable() -> None:
     old_base = discord.http.Route.BASE
     old_gateway = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     try:
-        discord_app.configure_endpoints("http://proxy.local/api/v10/", "ws://proxy.local/gw")
+        discord_gateway.configure_endpoints("http://proxy.local/api/v10/", "ws://proxy.local/gw")
         assert discord.http.Route("GET", "/users/@me").url == "http://proxy.local/api/v10/users/@me"
         assert discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY == yarl.URL("ws://proxy.local/gw")
     finally:
@@ -500,7 +500,7 @@ async def test_announcements_go_to_the_alert_channel(
 ) -> None:
     settings = Settings(discord_token=fake.token, discord_alert_channel=dp.CHANNEL_ID)
     store = Store(tmp_path / "s.db")
-    runner = await discord_app.start_discord(
+    runner = await discord_gateway.start_discord(
         settings, Dispatcher(settings, None, store), api_url=fake.api_url, connect=False
     )
     try:

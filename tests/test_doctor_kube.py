@@ -40,9 +40,13 @@ current-context: fake
 
 
 def granted(namespace: str, *, exec_: bool = True, scale: bool = True) -> list[Rule]:
-    """What deploy/rbac.yaml's per-namespace RoleBinding grants."""
+    """What a RoleBinding (deploy/access/) to the bot's ClusterRole grants in ``namespace``;
+    tests/test_deploy_rbac.py checks the shipped one against the real ClusterRole."""
     rules = [Rule(v, r, "", namespace) for v in ("get", "list", "watch")
              for r in ("events", "pods", "statefulsets")]  # fmt: skip
+    rules += [Rule("get", r, "", namespace)
+              for r in ("replicasets", "deployments", "daemonsets", "jobs", "cronjobs")]  # fmt: skip
+    rules.append(Rule("patch", "statefulsets", "", namespace))
     if scale:
         rules.append(Rule("patch", "statefulsets", "scale", namespace))
     if exec_:
@@ -64,7 +68,7 @@ async def test_doctor_names_each_missing_right_per_namespace(
         "✗ missing RBAC: patch statefulsets/scale in namespace team-b, "
         "create pods/exec in namespace team-b "
         "Bind the bot's ClusterRole in each namespace of CHATOPS_WATCH_NAMESPACES with a "
-        "RoleBinding (see deploy/rbac.yaml)."
+        "RoleBinding (see deploy/access/)."
     )
     reviews = [r.body for r in kube.requests_to("POST", "/selfsubjectaccessreviews")]
     asked = {(a["verb"], a["resource"], a["subresource"], a["namespace"])

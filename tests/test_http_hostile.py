@@ -20,8 +20,7 @@ from typing import Any
 import discord
 import pytest
 
-from bot.chat import discord as discord_app
-from bot.chat import slack_signature
+from bot.chat import discord_gateway, slack_signature
 from bot.chat.dispatch import Dispatcher
 from bot.metrics import Registry
 from bot.server import wiring
@@ -211,6 +210,19 @@ async def test_a_signed_command_still_works_over_raw_http(h: SlackHarness) -> No
     assert syncs(h.argo) == 1
 
 
+async def test_signed_slack_checks_are_answered_by_bolt_and_run_nothing(h: SlackHarness) -> None:
+    # Slack's ssl_check (a form without a command) and url_verification (JSON) are neither
+    # commands nor clicks: bolt answers them itself, even when a field says "payload"
+    ssl_check = b"ssl_check=1&token=payload-token"
+    status, answer = await exchange(port_of(h), request("/slack/events", ssl_check, signed(ssl_check)))  # fmt: skip
+    assert (status, answer) == (200, b"")
+    challenge = b'{"type": "url_verification", "token": "t", "challenge": "c-123"}'
+    headers = signed(challenge, content_type="application/json")
+    status, answer = await exchange(port_of(h), request("/slack/events", challenge, headers))
+    assert status == 200 and b"c-123" in answer
+    assert syncs(h.argo) == 0 and h.slack.calls_to("chat.postMessage") == []
+
+
 # -- replays -------------------------------------------------------------------------------------
 def replays(h: SlackHarness, platform: str, kind: str) -> int:
     needle = f'chatops_replays_total{{kind="{kind}",platform="{platform}"}} '
@@ -296,7 +308,7 @@ async def test_the_same_discord_interaction_id_runs_once(tmp_path: Path, argo: F
     services = wiring.services(settings, store=store, with_kube=False)
     dispatcher = Dispatcher(settings, services, store)
     base = discord.http.Route.BASE
-    runner = await discord_app.start_discord(
+    runner = await discord_gateway.start_discord(
         settings,
         dispatcher,
         api_url=fake.api_url,

@@ -6,8 +6,8 @@ from bot.state.alerts import AlertStore
 from bot.state.inbox import Inbox
 from bot.state.store import Store
 from notifiers.alert import CommitRef, EventCount, ResourceProblem
-from notifiers.incidents.engine import Engine, Policy, Signal
-from notifiers.incidents.model import signal_from_json, signal_to_json
+from notifiers.incidents.engine import Engine
+from notifiers.incidents.model import Policy, Signal, signal_from_json, signal_to_json
 from notifiers.routing import Router
 
 FAILED = Signal(

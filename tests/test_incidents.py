@@ -6,14 +6,9 @@ The engine is pure (time is passed in), so these tests drive it with explicit cl
 from __future__ import annotations
 
 from notifiers.alert import EventCount, ResourceProblem
-from notifiers.incidents.engine import (
-    OTHER_EVENTS,
-    Changes,
-    Engine,
-    Incident,
-    Policy,
-    Signal,
-)
+from notifiers.incidents.engine import Engine
+from notifiers.incidents.model import Changes, Incident, Policy, Signal
+from notifiers.incidents.warning_events import OTHER_EVENTS
 from notifiers.routing import Router, Target, targets_for
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import discord
 import pytest
 
-from bot.chat import discord as discord_app
+from bot.chat import discord_gateway
 from bot.chat.dispatch import Dispatcher
 from bot.server.wiring import services as build_services
 from bot.state.store import Store
@@ -113,7 +113,7 @@ async def test_discord_rollback_button_confirm_to_healthy(
     store = Store(tmp_path / "state.db")
     services = build_services(settings, store=store, with_kube=False)
     dispatcher = Dispatcher(settings, services, store)
-    runner = await discord_app.start_discord(
+    runner = await discord_gateway.start_discord(
         settings, dispatcher, api_url=fake.api_url, connect=False
     )
     runner.client._connection.parse_guild_create(dp.guild_create())  # type: ignore[arg-type]

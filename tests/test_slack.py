@@ -84,6 +84,21 @@ async def test_bad_signature_is_401_and_nothing_runs(h: SlackHarness) -> None:
     assert h.bot.store is not None and h.bot.store.audit_list() == []
 
 
+async def test_a_command_that_mentions_payload_is_still_a_command(h: SlackHarness) -> None:
+    # bolt's own body parser takes any form body containing the text "payload" for an
+    # interaction (and finds no command in it): the app name must not decide the route
+    h.argo.add_app(make_app("payload-api"))
+    status, body, _url = await h.command("/sync", "payload-api")
+    assert status == 200 and body == ""
+    msg = await h.final("synced")
+    assert msg["text"].startswith("✅ sync payload-api")
+    assert syncs(h.argo, "payload-api") == 1
+    # or anywhere else in the form
+    status, _, _ = await h.command("/status", "payload-api", user_name="payload")
+    assert status == 200
+    await h.channel_message(lambda m: m["text"].startswith("☑️ status payload-api"))
+
+
 async def test_stale_timestamp_is_401(h: SlackHarness) -> None:
     body = slash_command_body("/status", "payments")
     status, _ = await h.post(body, signed_headers(body, timestamp=time.time() - 6 * 60))

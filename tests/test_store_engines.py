@@ -12,7 +12,8 @@ import pytest
 from bot.state import db
 from bot.state import store as st
 from bot.state.alerts import AlertStore
-from notifiers.incidents.engine import Engine, Policy, Signal
+from notifiers.incidents.engine import Engine
+from notifiers.incidents.model import Policy, Signal
 from notifiers.routing import Router
 
 

@@ -24,7 +24,7 @@ from bot.server.http import HttpServer, Probes, build_app
 from bot.state.store import Store
 from commands.argocd.client import ArgoCD
 from commands.context import Services
-from notifiers.incidents.engine import Policy, Signal
+from notifiers.incidents.model import Policy, Signal
 from tests.alert_fixtures import settings
 from tests.fakes.argocd_api import FakeArgoCD
 from tests.fakes.argocd_fixtures import make_app

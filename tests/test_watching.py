@@ -11,7 +11,7 @@ from bot.alerts import app_watch
 from bot.alerts import event_watch as ew
 from commands.argocd.client import ArgoCD
 from commands.reconnect import Backoff
-from notifiers.incidents.engine import Signal
+from notifiers.incidents.model import Signal
 from tests.fakes.argocd_api import FakeArgoCD
 from tests.fakes.argocd_fixtures import make_app
 from tests.fakes.kube_api import FakeKube, api_client
@@ -231,8 +231,8 @@ async def test_a_forbidden_namespace_is_named_once_and_retried_until_granted(kub
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert warnings == [
             "Kubernetes Warning events in namespace team-b: The bot is not allowed to list "
-            "events in namespace team-b. Grant it in the bot's Role (deploy/rbac.yaml) or ask a "
-            "cluster admin. Retrying with backoff."
+            "events in namespace team-b. Bind the bot's ClusterRole in that namespace with a "
+            "RoleBinding (see deploy/access/) or ask a cluster admin. Retrying with backoff."
         ]
         assert not w.ready.is_set()
         kube.allow("list", "events", "team-b")

@@ -1,6 +1,6 @@
 """POST /webhooks/argocd: our notification templates' bodies in, alerts out; every bad input
-gets its own 4xx. Bodies are rendered from deploy/argocd-notifications-cm.yaml with the tiny
-Go-template subset evaluator in tests/gotemplate.py (not Argo CD's renderer)."""
+gets its own 4xx. Bodies are rendered from deploy/argocd/argocd-notifications-cm.yaml with the
+tiny Go-template subset evaluator in tests/gotemplate.py (not Argo CD's renderer)."""
 
 from __future__ import annotations
 
@@ -238,7 +238,7 @@ async def test_endpoint_answers_503_until_the_runner_is_attached(tmp_path):
 
 
 async def test_webhook_and_watch_reports_are_one_incident(tmp_path, slack):
-    from notifiers.incidents.engine import Signal
+    from notifiers.incidents.model import Signal
 
     async with Harness(settings(tmp_path, slack=slack)) as h:
         assert h.runner is not None

@@ -32,7 +32,7 @@ from commands.argocd.app import FAILED_PHASES, Application
 from commands.argocd.client import ArgoCD
 from commands.reconnect import Backoff
 from notifiers.alert import ResourceProblem
-from notifiers.incidents.engine import Signal
+from notifiers.incidents.model import Signal
 
 log = logging.getLogger(__name__)
 

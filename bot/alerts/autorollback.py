@@ -53,7 +53,8 @@ from commands.sync import SyncOptions
 from notifiers.alert import Alert, AlertKind, Severity
 from notifiers.delivery import OutboxItem
 from notifiers.incidents.alerts import note
-from notifiers.incidents.engine import Effect, Engine, incident_key
+from notifiers.incidents.engine import Engine
+from notifiers.incidents.model import Effect, incident_key
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from commands.argocd.app import INSTANCE_LABEL, TRACKING_ANNOTATION
 from commands.kube import watch as kube_watch
 from commands.reconnect import Backoff
 from notifiers.alert import EventCount
-from notifiers.incidents.engine import Signal
+from notifiers.incidents.model import Signal
 
 log = logging.getLogger(__name__)
 

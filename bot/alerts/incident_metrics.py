@@ -20,15 +20,9 @@ that stores the decision (prometheus_client is thread-safe).
 from __future__ import annotations
 
 from bot.metrics import Registry
-from notifiers.incidents.engine import (
-    Actions,
-    Changes,
-    Engine,
-    Policy,
-    Route,
-    Signal,
-    default_actions,
-)
+from notifiers.incidents.alerts import Actions, default_actions
+from notifiers.incidents.engine import Engine, Route
+from notifiers.incidents.model import Changes, Policy, Signal
 
 PROBLEM = ("problem",)
 # an incident lasts from a minute (a failed sync fixed by the next one) to days

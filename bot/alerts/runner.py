@@ -23,8 +23,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from bot.alerts import incident_metrics, sync_metrics
+from bot.alerts import incident_metrics, sync_metrics, watches
 from bot.alerts import sinks as sink_factory
+from bot.alerts.alert_metrics import AlertMetrics
 from bot.metrics import Registry
 from bot.settings import Settings
 from bot.state.alerts import AlertStore
@@ -35,19 +36,14 @@ from commands.context import Services, resolve
 from commands.results import Result, Status
 from notifiers.alert import CommitRef, ResourceProblem
 from notifiers.delivery import ChatSink, Clock, Deliverer, DeliveryPolicy, OutboxItem
-from notifiers.incidents.engine import Engine, Policy, Signal
+from notifiers.incidents.engine import Engine
+from notifiers.incidents.model import Policy, Signal
 from notifiers.routing import Router
 
 log = logging.getLogger(__name__)
 
 SIGNAL_BATCH = 1000
 GAUGE_EVERY = 10.0
-_FAILURE_REASONS = {
-    "retry": "transient",
-    "rate_limited": "rate_limited",
-    "failed": "permanent",
-    "expired": "expired",
-}
 
 
 @dataclass(frozen=True)
@@ -77,22 +73,6 @@ class CommandRegistry(Protocol):
         usage: str = "",
         about: str = "",
     ) -> None: ...
-
-
-def _is_sink(obj: Any) -> bool:
-    return all(callable(getattr(obj, m, None)) for m in ("post", "update", "reply")) and bool(
-        getattr(obj, "platform", None)
-    )
-
-
-def _sinks(settings: Settings, given: Mapping[str, Any] | None) -> dict[str, ChatSink]:
-    """Given ChatSinks win; a platform given as anything else (e.g. the chat adapters
-    ``serve`` passes) or not given gets a sink built from the settings."""
-    out: dict[str, ChatSink] = dict(sink_factory.build(settings))
-    for platform, obj in (given or {}).items():
-        if _is_sink(obj):
-            out[platform] = obj
-    return out
 
 
 class AlertRunner:
@@ -130,7 +110,7 @@ class AlertRunner:
         self.app_watches: list[Any] = []  # one per Argo CD instance
         self.event_watch: Any = None
         self.autorollback: Any = None  # bot.alerts.autorollback.AutoRollback, with the watch
-        self.metrics = reg
+        self.registry = reg
         self._signals: asyncio.Queue[Signal] = asyncio.Queue(maxsize=100_000)
         self._wake = asyncio.Event()
         self._sleep_until: float | None = None  # None: until woken
@@ -139,59 +119,15 @@ class AlertRunner:
         self._background: set[asyncio.Task[None]] = set()
         self._enriched: dict[int, None] = {}  # incident ids already looked up (ordered, bounded)
         self._scheduler: Any = None
-        self._metrics(reg)
-
-    def _metrics(self, reg: Registry) -> None:
-        self.m_messages = reg.counter(
-            "chatops_alert_messages_total",
-            "Alert chat messages by platform, operation and result",
-            ("platform", "op", "result"),
-        )
-        self.m_latency = reg.histogram(
-            "chatops_alert_delivery_seconds",
-            "Time from an alert being stored to the chat API accepting it",
-            ("platform",),
-        )
-        self.m_pending = reg.gauge("chatops_alert_outbox_pending", "Alert messages not yet sent")
-        self.m_waiting = reg.gauge(
-            "chatops_alert_outbox_waiting",
-            "Alert messages held back because their chat channel keeps failing",
-            ("platform",),
-        )
-        self.m_oldest = reg.gauge(
-            "chatops_alert_outbox_oldest_waiting_seconds",
-            "Age of the oldest alert message held back by a failing chat channel",
-            ("platform",),
-        )
-        self.m_failures = reg.counter(
-            "chatops_alert_delivery_failures_total",
-            "Failed chat calls and given-up messages, by platform and reason"
-            " (transient, rate_limited: retried; permanent, expired: given up)",
-            ("platform", "reason"),
-        )
-        self.m_signals = reg.counter(
-            "chatops_alert_signals_total", "Signals from each alert source", ("source",)
-        )
-        self.m_open = reg.gauge("chatops_alert_incidents_active", "Incidents not yet closed")
+        self.metrics = AlertMetrics(reg)
 
     def _observe(self, item: OutboxItem, outcome: str, age: float) -> None:
-        self.m_messages.inc(platform=item.platform, op=item.op, result=outcome)
-        if outcome == "sent":
-            self.m_latency.observe(age, platform=item.platform)
-        reason = _FAILURE_REASONS.get(outcome)
-        if reason is not None:
-            self.m_failures.inc(platform=item.platform, reason=reason)
+        self.metrics.outcome(item, outcome, age)
         self._delivery_gauges()
 
     def _delivery_gauges(self) -> None:
-        if self.deliverer is None:
-            return
-        self.m_pending.set(self.deliverer.pending())
-        waiting = self.deliverer.waiting()
-        for platform in self.sinks:
-            n, oldest = waiting.get(platform, (0, 0.0))
-            self.m_waiting.set(n, platform=platform)
-            self.m_oldest.set(round(oldest, 1), platform=platform)
+        if self.deliverer is not None:
+            self.metrics.delivery(self.deliverer, self.sinks)
 
     async def _gauge_loop(self) -> None:
         """Waiting ages grow between delivery outcomes: refresh the gauges meanwhile."""
@@ -243,7 +179,19 @@ class AlertRunner:
                 usage="INCIDENT",
                 about="Acknowledge an alert (stops its re-announcements), e.g. ack payments:degraded",
             )
-        self._start_watches()
+        self.app_watches, self.app_watch, self.event_watch = watches.start(
+            self.settings,
+            self.services,
+            self.signal,
+            self._put_nowait,
+            watch_argocd=self.options.watch_argocd,
+            watch_events=self.options.watch_events,
+            kube_client=self.options.kube_client,
+            operations=self._operations,
+        )
+        if self.app_watch is not None and self.services is not None:
+            # before the watch's first event (no await since it started): the policy sees all
+            self._start_autorollback(self.services)  # it follows the default instance
 
     def _start_scheduler(self) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -258,59 +206,18 @@ class AlertRunner:
         self._scheduler.add_job(self.purge, "interval", hours=1, id="alerts-purge", coalesce=True)
         self._scheduler.start()
 
-    def _start_watches(self) -> None:
-        from bot.alerts import app_watch as aw
-        from bot.alerts import event_watch as ew
-
-        services = self.services
-        if self.options.watch_argocd and services is not None:
-            for s in services.everywhere():
-                operations = (
-                    self.sync_metrics
-                    if s.instance in ("", sync_metrics.DEFAULT_INSTANCE)
-                    else sync_metrics.OperationMetrics(self.metrics, instance=s.instance)
-                )
-                watch = aw.AppWatch(
-                    s.argocd,
-                    self.signal,
-                    ui_url=s.ui_url,
-                    operations=operations,
-                    instance=s.instance,
-                    several=s.several,
-                )
-                self.app_watches.append(watch)
-                if s.instance == services.instance:
-                    self.app_watch = watch
-            if self.app_watch is not None:
-                self._start_autorollback(services)  # the policy follows the default instance
-            for watch in self.app_watches:
-                watch.start()
-        kube_client = self.options.kube_client
-        if kube_client is None and services is not None and services.kube is not None:
-            kube_client = getattr(services.kube, "api_client", None)
-        if self.options.watch_events and kube_client is not None:
-            loop = asyncio.get_running_loop()
-            app_watch = self.app_watch
-            correlator = ew.Correlator(
-                kube_client,
-                apps_in=app_watch.apps_in if app_watch is not None else None,
-                knows=app_watch.knows if app_watch is not None else None,
-            )
-
-            def emit(signals: list[Signal]) -> None:
-                loop.call_soon_threadsafe(self._put_nowait, signals)
-
-            self.event_watch = ew.EventWatch(
-                kube_client, correlator, emit, namespaces=self.settings.namespaces_watched
-            )
-            self.event_watch.start()
+    def _operations(self, instance: str) -> sync_metrics.OperationMetrics:
+        """The sync-duration metrics of one Argo CD instance's watch (they share the series)."""
+        if instance in ("", sync_metrics.DEFAULT_INSTANCE):
+            return self.sync_metrics
+        return sync_metrics.OperationMetrics(self.registry, instance=instance)
 
     def _start_autorollback(self, services: Services) -> None:
         from bot.alerts import autorollback as ar
 
         threads = ar.IncidentThreads(lambda: self.alert_store, self._after)
         self.autorollback = ar.AutoRollback(
-            self.settings, self.store, services, threads, self.metrics
+            self.settings, self.store, services, threads, self.registry
         )
         self.app_watch.observers.append(self.autorollback.observe)
 
@@ -341,7 +248,7 @@ class AlertRunner:
         assert self.alert_store is not None, "AlertRunner.start() first"
         signals = list(signals)
         for s in signals:
-            self.m_signals.inc(source=s.source)
+            self.metrics.signals.inc(source=s.source)
         result = await self.alert_store.ingest(signals, dedup_key)
         self._after(result.items)
         return result.status
@@ -379,8 +286,8 @@ class AlertRunner:
                 task.add_done_callback(self._background.discard)
         if items and self.deliverer is not None:
             self.deliverer.enqueue(items)
-            self.m_pending.set(self.deliverer.pending())
-        self.m_open.set(len(self.engine.incidents))
+            self.metrics.pending.set(self.deliverer.pending())
+        self.metrics.open.set(len(self.engine.incidents))
         try:
             due = self.engine.next_deadline()
         except IndexError:  # the heap changed under us on the writer thread
@@ -502,26 +409,18 @@ async def start(
     """Start alerting; ``await runner.close()`` stops it. ``sinks`` values that are not
     ChatSinks (or are None) are replaced by sinks built from the settings."""
     runner = AlertRunner(
-        settings, store, services, _sinks(settings, sinks), metrics, options or AlertOptions()
+        settings,
+        store,
+        services,
+        sink_factory.choose(settings, sinks),
+        metrics,
+        options or AlertOptions(),
     )
     await runner.start(dispatcher)
-    watching = []
-    if runner.app_watches:
-        several = len(runner.app_watches) > 1
-        watching.append(
-            "Argo CD applications"
-            + (f" of {', '.join(w.instance for w in runner.app_watches)}" if several else "")
-        )
-    if runner.event_watch is not None:
-        namespaces = runner.event_watch.namespaces
-        watching.append(
-            "Kubernetes Warning events in "
-            + (f"namespace(s) {', '.join(namespaces)}" if namespaces else "all namespaces")
-        )
     log.info(
         "alerts: sinks %s; watching %s; %d incident(s) active",
         ", ".join(sorted(runner.sinks)) or "NONE (alerts are stored, not sent)",
-        " and ".join(watching) or "nothing (webhooks only)",
+        watches.describe(runner.app_watches, runner.event_watch),
         len(runner.engine.incidents),
     )
     return runner

@@ -239,6 +239,22 @@ def build(settings: Settings) -> dict[str, ChatSink]:
     return sinks
 
 
+def _is_sink(obj: Any) -> bool:
+    return all(callable(getattr(obj, m, None)) for m in ("post", "update", "reply")) and bool(
+        getattr(obj, "platform", None)
+    )
+
+
+def choose(settings: Settings, given: Mapping[str, Any] | None) -> dict[str, ChatSink]:
+    """Given ChatSinks win; a platform given as anything else (e.g. the chat adapters
+    ``serve`` passes) or not given gets a sink built from the settings."""
+    out: dict[str, ChatSink] = dict(build(settings))
+    for platform, obj in (given or {}).items():
+        if _is_sink(obj):
+            out[platform] = obj
+    return out
+
+
 async def close(sinks: Mapping[str, ChatSink]) -> None:
     for sink in sinks.values():
         closer = getattr(sink, "close", None)

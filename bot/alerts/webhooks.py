@@ -1,7 +1,8 @@
 """``POST /webhooks/argocd``: Argo CD notifications in, a durably stored alert out, then 202.
 
-The body is the JSON our own notification templates send (deploy/argocd-notifications-cm.yaml,
-schema ``chatops.argocd/v1``, one template per trigger with the trigger name written in it).
+The body is the JSON our own notification templates send
+(deploy/argocd/argocd-notifications-cm.yaml, schema ``chatops.argocd/v1``, one template per
+trigger with the trigger name written in it).
 Every check a caller can fail has its own answer, and none of them is a 5xx:
 
 - 401 without ``Authorization: Bearer <CHATOPS_WEBHOOK_TOKEN>`` (constant-time comparison);
@@ -41,7 +42,7 @@ from bot.settings import Settings
 from commands import targets
 from commands.argocd import links
 from notifiers.alert import ResourceProblem
-from notifiers.incidents.engine import Signal
+from notifiers.incidents.model import Signal
 
 if TYPE_CHECKING:
     from bot.metrics import Registry

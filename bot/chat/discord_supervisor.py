@@ -17,7 +17,7 @@ from typing import Any
 
 import discord
 
-from bot.chat.discord import DiscordRunner, start_discord
+from bot.chat.discord_gateway import DiscordRunner, start_discord
 
 log = logging.getLogger(__name__)
 

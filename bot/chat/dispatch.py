@@ -41,7 +41,7 @@ from commands.sync import failed_result
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Dispatcher", "Handler", "InFlight", "Invocation", "Reply"]
+__all__ = ["Dispatcher", "InFlight"]
 
 InFlight = Holder  # who holds an app's lock: the line, who, from where, since when
 

@@ -9,12 +9,11 @@ parses them, and never answers a 5xx. Each request's identities (its signature, 
 ``trigger_id``) go to the replay guard before anything runs: a repeat is acked like any request
 and does nothing.
 
-A command shows up as ONE channel message (``chat.postMessage``, its ``ts`` kept) edited with
-``chat.update`` as steps complete, ending with the Result and its buttons. Buttons carry the
-command string in ``value`` (action_id ``chatops:*``) and re-enter the dispatcher; a button that
-carried a Slack confirm dialog counts as confirmed. Errors and confirmations go only to the person
-who asked (``response_url`` or ``chat.postEphemeral``). All state is in the message, so buttons
-keep working across restarts. Every Web API call retries 429s honouring ``Retry-After``.
+A command shows up as ONE channel message edited as steps complete (``bot.chat.slack_reply``).
+Buttons carry the command string in ``value`` (action_id ``chatops:*``) and re-enter the
+dispatcher; a button that carried a Slack confirm dialog counts as confirmed. All state is in the
+message, so buttons keep working across restarts. The Web API client, with 429s retried honouring
+``Retry-After``, is built in ``bot.chat.slack_web``.
 """
 
 from __future__ import annotations
@@ -22,183 +21,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
-from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.chat import slack_web
 from bot.chat.dispatch import Dispatcher
 from bot.chat.invocation import Invocation
 from bot.chat.slack_http import RETRY_CTX, SIGNATURE_CTX, SlackEvents
+from bot.chat.slack_reply import CANCEL_ACTION, CONFIRM_ACTION, SlackReply
 from bot.settings import Settings
 from bot.state.replay import Identity, ReplayCheckFailed, ReplayGuard
-from commands.results import Result, Step
 from notifiers.render import slack as render_slack
 
 log = logging.getLogger(__name__)
-# slack-sdk's webhook client writes its URL into DEBUG lines and INFO retry lines; a response_url
-# is a capability (anyone holding it can post as the bot for 30 minutes), so its logger stays
-# at WARNING whatever the root level is
-_response_url_log = logging.getLogger(f"{__name__}.response_url")
-_response_url_log.setLevel(logging.WARNING)
 
 ACTION_PATTERN = re.compile(r"^chatops:.*")
 LINK_PREFIX = "chatops:link:"
-CONFIRM_ACTION = "chatops:confirm"
-CANCEL_ACTION = "chatops:cancel"
-RATE_LIMIT_RETRIES = 5
-_NO_CHANNEL = ("not_in_channel", "channel_not_found", "is_archived")
 AUTH_RETRY_FIRST, AUTH_RETRY_CAP = 1.0, 60.0  # auth.test retried in the background until it works
-
-
-def retry_handlers() -> list[Any]:
-    return [
-        AsyncConnectionErrorRetryHandler(max_retry_count=2),
-        AsyncRateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES),
-    ]
-
-
-def make_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
-    """The Web API client: base URL from settings (proxies, tests), 429s retried."""
-    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
-    base = (
-        settings.slack_api_url
-        if settings.slack_api_url.endswith("/")
-        else f"{settings.slack_api_url}/"
-    )
-    return AsyncWebClient(
-        token=token, base_url=base, session=session, retry_handlers=retry_handlers()
-    )
-
-
-def group_resolver(client: AsyncWebClient) -> Callable[[str], Awaitable[set[str]]]:
-    """Members of a Slack user group (``usergroups.users.list``); the authorizer caches it."""
-
-    async def members(group_id: str) -> set[str]:
-        resp = await client.usergroups_users_list(usergroup=group_id)
-        return {str(u) for u in resp.get("users") or []}
-
-    return members
-
-
-def _plain(text: str, limit: int) -> dict[str, Any]:
-    return {"type": "plain_text", "text": text if len(text) <= limit else text[: limit - 1] + "…"}
-
-
-def confirm_message(prompt: str, command: str) -> dict[str, Any]:
-    """An ephemeral "are you sure" with a Confirm button that opens Slack's native confirm
-    dialog (so the click that comes back is a confirmed one) and a Cancel button."""
-    text = render_slack.escape(prompt)
-    return {
-        "text": f"⚠️ {text}",
-        "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"⚠️ *{text}*"}},
-            {
-                "type": "actions",
-                "elements": [
-                    {
-                        "type": "button",
-                        "action_id": CONFIRM_ACTION,
-                        "text": _plain("Confirm", 75),
-                        "style": "danger",
-                        "value": command,
-                        "confirm": {
-                            "title": _plain("Are you sure?", 100),
-                            "text": _plain(prompt, 300),
-                            "confirm": _plain("Yes, go ahead", 30),
-                            "deny": _plain("Cancel", 30),
-                            "style": "danger",
-                        },
-                    },
-                    {
-                        "type": "button",
-                        "action_id": CANCEL_ACTION,
-                        "text": _plain("Cancel", 75),
-                        "value": "cancel",
-                    },
-                ],
-            },
-        ],
-    }
-
-
-class SlackReply:
-    """The dispatcher's ``Reply`` for one Slack command: one channel message, edited in place;
-    ephemeral errors and confirmations for the caller only."""
-
-    def __init__(
-        self,
-        slack: SlackAdapter,
-        channel: str,
-        user_id: str,
-        response_url: str | None,
-    ) -> None:
-        self._slack = slack
-        self.channel = channel
-        self.user_id = user_id
-        self.response_url = response_url
-        self.ts: str | None = None
-        self._via_response_url = False
-        self._lock = asyncio.Lock()
-
-    async def progress(self, command: str, target: str, steps: Sequence[Step]) -> None:
-        await self._show(render_slack.progress_blocks(command, target, steps), final=False)
-
-    async def result(self, result: Result) -> None:
-        await self._show(render_slack.result_blocks(result), final=True)
-
-    async def ask_confirm(self, prompt: str, command: str) -> None:
-        await self._ephemeral(confirm_message(prompt, command))
-
-    async def error(self, text: str) -> None:
-        await self._ephemeral({"text": f"⚠️ {render_slack.escape(text)}"})
-
-    async def _show(self, message: dict[str, Any], *, final: bool) -> None:
-        client = self._slack.client
-        async with self._lock:
-            if self._via_response_url:
-                if final:  # response_url allows 5 uses: spend them on the result only
-                    await self._respond({**message, "replace_original": True})
-                return
-            if self.ts is not None:
-                await client.chat_update(channel=self.channel, ts=self.ts, **message)
-                return
-            try:
-                resp = await client.chat_postMessage(channel=self.channel, **message)
-            except SlackApiError as e:
-                # the bot is not in this channel (private channel, DM): answer through the
-                # command's response_url instead, visible in the channel
-                if e.response.get("error") not in _NO_CHANNEL or not self.response_url:
-                    raise
-                self._via_response_url = True
-                await self._respond({**message, "response_type": "in_channel"})
-                return
-            self.ts = str(resp["ts"])
-            self.channel = str(resp.get("channel") or self.channel)
-
-    async def _ephemeral(self, message: dict[str, Any]) -> None:
-        if self.response_url:
-            await self._respond(
-                {**message, "response_type": "ephemeral", "replace_original": False}
-            )
-        else:
-            await self._slack.client.chat_postEphemeral(
-                channel=self.channel, user=self.user_id, **message
-            )
-
-    async def _respond(self, body: dict[str, Any]) -> None:
-        assert self.response_url is not None
-        await self._slack.respond(self.response_url, body)
 
 
 class SlackAdapter:
@@ -265,7 +109,7 @@ class SlackAdapter:
         try:
             return await self._whoami()
         except Exception as e:
-            self.auth_error = _describe(e)
+            self.auth_error = slack_web.describe(e)
             if self._auth_retry is None:
                 self._auth_retry = asyncio.create_task(self._retry_auth(), name="slack-auth")
             raise
@@ -285,7 +129,7 @@ class SlackAdapter:
             try:
                 await self._whoami()
             except Exception as e:
-                self.auth_error = _describe(e)
+                self.auth_error = slack_web.describe(e)
             else:
                 log.info("Slack: auth.test succeeded after %s", self.auth_error)
                 self.auth_error = None
@@ -345,15 +189,7 @@ class SlackAdapter:
         await self.client.chat_postMessage(channel=channel, text=render_slack.escape(text))
 
     async def respond(self, response_url: str, body: dict[str, Any]) -> None:
-        webhook = AsyncWebhookClient(
-            response_url,
-            session=self.client.session,
-            retry_handlers=retry_handlers(),
-            logger=_response_url_log,
-        )
-        resp = await webhook.send_dict(body)
-        if resp.status_code >= 400:
-            log.warning("response_url answered %s", resp.status_code)
+        await slack_web.respond(self.client, response_url, body)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -485,10 +321,3 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _describe(e: Exception) -> str:
-    """An exception in a few words for the log and /readyz: Slack's error code, not its text."""
-    if isinstance(e, SlackApiError):
-        return f"Slack error {e.response.get('error') or e.response.status_code}"
-    return type(e).__name__

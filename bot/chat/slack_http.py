@@ -8,8 +8,11 @@ In that order, so a request that is not Slack's costs a header check and nothing
 3. The HMAC over those exact bytes -> 401 when it does not match.
 4. Only now is the body parsed, strictly as UTF-8; a signed body that is not a Slack request
    (bad JSON, a payload nested thousands deep, not UTF-8, a bad ``X-Slack-Retry-Num``) -> 400.
-5. Commands and clicks are acked at once with the empty 200 our listeners would send, and bolt
-   routes them after the burst of requests has been answered (``Burst``). Anything else (URL
+5. Commands (a form with a ``command`` field) and clicks (a form that is one ``payload`` field
+   of type ``block_actions``) are acked at once with the empty 200 our listeners would send,
+   and bolt routes them after the burst of requests has been answered (``Burst``). A command
+   (or any form but an interaction) reaches bolt with the fields parsed here, since bolt's own
+   parser mistakes any form that mentions "payload" (``/sync payload-api``) for an interaction. Anything else (URL
    verification, ssl_check) goes through bolt before answering.
 
 Bolt's own request verification is off: the request was verified once, before anything parsed
@@ -22,10 +25,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Sequence
-from typing import Any, Protocol
+import urllib.parse
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Literal, Protocol
 
 from aiohttp import web
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
@@ -94,6 +100,10 @@ class SlackEvents:
         self.adapter = adapter
         self._secret = secret
         self.burst = Burst()
+        # acked requests waiting for the burst to end: a list and one task per burst, so the
+        # ack itself costs an append, not a task and a future per request
+        self._later: list[Callable[[], AsyncBoltRequest]] = []
+        self._draining = False
 
     async def handle(self, request: web.Request) -> web.Response:
         self.burst.request()
@@ -115,28 +125,51 @@ class SlackEvents:
         context = {SIGNATURE_CTX: signed.identity, RETRY_CTX: retry}
         raw_headers, query = request.headers, request.query_string
 
-        def bolt_request() -> AsyncBoltRequest:
+        def bolt_request(form: dict[str, str] | None = None) -> AsyncBoltRequest:
             headers: dict[str, str | Sequence[str]] = {}
             for key, value in raw_headers.items():
                 headers.setdefault(key.lower(), value)
-            return AsyncBoltRequest(body=text, query=query, headers=headers, context=context)
+            if form is None:
+                return AsyncBoltRequest(body=text, query=query, headers=headers, context=context)
+            # bolt parses the raw body again, and takes any form body containing the text
+            # "payload" for an interaction (``slack_bolt.request.internals.parse_body``): a
+            # form that is not one gets the fields we parsed, the raw body stays for the record
+            req = AsyncBoltRequest(body="", query=query, headers=headers, context=context)
+            req.raw_body, req.body = text, form
+            req.context = build_async_context(AsyncBoltContext(context), form)
+            return req
 
-        if _plain_form(text, request.content_type):
+        kind = _form_kind(text, request.content_type)
+        if kind == "command":
             # a slash command: form fields, nothing to parse that could fail; ack now
-            self.adapter.spawn(self._dispatch_later(bolt_request))
+            self._defer(lambda: bolt_request(_fields(text)))
             return web.Response()
         try:
-            parsed = bolt_request()
+            parsed = bolt_request(_fields(text) if kind == "form" else None)
         except _MALFORMED as e:
             return _malformed(e)
-        if parsed.body.get("type") == "block_actions":  # a click: ack now as well
-            self.adapter.spawn(self._dispatch_later(lambda: parsed))
+        if kind == "interaction" and parsed.body.get("type") == "block_actions":
+            self._defer(lambda: parsed)  # a click: ack now too
             return web.Response()
         return to_aiohttp(await self.adapter.app.async_dispatch(parsed))
 
-    async def _dispatch_later(self, build: Any) -> None:
+    def _defer(self, build: Callable[[], AsyncBoltRequest]) -> None:
+        self._later.append(build)
+        if not self._draining:
+            self._draining = True
+            self.adapter.spawn(self._drain())
+
+    async def _drain(self) -> None:
+        """Once the burst is over, route everything acked meanwhile through bolt."""
         try:
             await self.burst.wait()
+        finally:
+            batch, self._later, self._draining = self._later, [], False
+        for build in batch:
+            self.adapter.spawn(self._dispatch(build))
+
+    async def _dispatch(self, build: Callable[[], AsyncBoltRequest]) -> None:
+        try:
             response = await self.adapter.app.async_dispatch(build())
         except asyncio.CancelledError:
             raise
@@ -147,10 +180,22 @@ class SlackEvents:
             log.warning("Slack: bolt answered %s to an acknowledged request", response.status)
 
 
-def _plain_form(text: str, content_type: str) -> bool:
-    """Form-encoded fields without an interaction ``payload``: how bolt parses it, it cannot
-    fail (``slack_bolt.request.internals.parse_body``)."""
-    return content_type != "application/json" and not text.startswith("{") and "payload" not in text
+def _form_kind(text: str, content_type: str) -> Literal["command", "interaction", "form", "json"]:
+    """How Slack's bodies tell themselves apart: JSON (Events API, URL verification); a slash
+    command, a form with a ``command`` field; an interaction, a form of one ``payload`` field
+    (JSON inside); any other form (``ssl_check``). Keys are form-encoded, so ``command=`` at the
+    start or after ``&`` is the key, never text inside a value."""
+    if content_type == "application/json" or text.startswith("{"):
+        return "json"
+    if text.startswith("command=") or "&command=" in text:
+        return "command"
+    if text.startswith("payload=") and "&" not in text:
+        return "interaction"
+    return "form"
+
+
+def _fields(text: str) -> dict[str, str]:
+    return dict(urllib.parse.parse_qsl(text, keep_blank_values=True))
 
 
 def _unauthorized(reason: str) -> web.Response:

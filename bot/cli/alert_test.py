@@ -26,7 +26,8 @@ from commands import errors, validation
 from commands.results import Fact, Result, Status
 from notifiers.alert import Alert, Severity
 from notifiers.delivery import ChatSink, Deliverer, DeliveryPolicy, OutboxItem
-from notifiers.incidents.engine import Effect, Engine, Policy
+from notifiers.incidents.engine import Engine
+from notifiers.incidents.model import Effect, Policy
 from notifiers.routing import Router, Target
 
 TIMEOUT = 45.0  # the whole delivery, retries included

@@ -73,16 +73,21 @@ async def _rights(settings: Settings, ops: Any) -> str:
     if not namespaces:
         missing = await ops.check_access()
         if missing:
-            raise errors.Denied("missing RBAC: " + ", ".join(missing), hint="See deploy/rbac.yaml.")
+            raise errors.Denied(
+                "missing RBAC: " + ", ".join(missing),
+                hint="Without CHATOPS_WATCH_NAMESPACES the bot watches and acts in every "
+                "namespace, which its RoleBindings (deploy/access/) do not grant: list the "
+                "namespaces it is bound in.",
+            )
         return "reachable, RBAC sufficient (Warning events watched in all namespaces)"
     missing = []
     for namespace in namespaces:  # the rights the bot needs where it watches and acts
-        missing += await ops.check_namespace_access(namespace)
+        missing += await ops.check_access(namespace)
     if missing:
         raise errors.Denied(
             "missing RBAC: " + ", ".join(missing),
             hint="Bind the bot's ClusterRole in each namespace of CHATOPS_WATCH_NAMESPACES "
-            "with a RoleBinding (see deploy/rbac.yaml).",
+            "with a RoleBinding (see deploy/access/).",
         )
     return f"reachable, RBAC sufficient in namespace(s) {', '.join(namespaces)}"
 

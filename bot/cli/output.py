@@ -1,8 +1,9 @@
 """What the CLI prints and the exit codes it returns: one place, so every command agrees.
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage or configuration. Results go to
-stdout (text, or one JSON document with ``--json``); progress lines and, without ``--json``,
-error messages go to stderr. With ``--json`` every failure is ONE JSON object on stdout::
+stdout (text, or one JSON document with ``--json``); progress lines (with ``--json`` too) and,
+without ``--json``, error messages go to stderr. With ``--json`` every failure is ONE JSON
+object on stdout::
 
     {"ok": false, "error": "<kind>", "message": "<one sentence>", "hint": "<what to do>"}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -79,10 +78,12 @@ def _print_error(as_json: bool, e: errors.CommandError) -> None:
     output.fail(as_json, e.kind, e.user_message, e.hint, suggestions=suggestions)
 
 
-def _progress(args: argparse.Namespace) -> Any:
+def _progress() -> Any:
+    """Steps as they happen, on stderr: with ``--json`` too, so a CI log shows the progress
+    while stdout carries only the JSON result (``chatops ci sync --json > result.json``)."""
+
     async def progress(step: Any) -> None:
-        if not args.json:
-            output.print_step(step)
+        output.print_step(step)
 
     return progress
 
@@ -144,7 +145,7 @@ async def do_sync(settings: Settings, args: argparse.Namespace) -> Result:
     app = _app(args)
     return await _with_services(
         settings,
-        lambda svc: sync(svc, app, opts, caller=_caller(), progress=_progress(args)),
+        lambda svc: sync(svc, app, opts, caller=_caller(), progress=_progress()),
         kube=not args.no_hooks,
     )
 
@@ -248,7 +249,7 @@ async def do_hook(settings: Settings, args: argparse.Namespace) -> Result:
             else (
                 settings.presync_timeout if args.phase == "presync" else settings.postsync_timeout
             ),
-            progress=_progress(args),
+            progress=_progress(),
         )
     finally:
         if argocd is not None:
@@ -256,10 +257,10 @@ async def do_hook(settings: Settings, args: argparse.Namespace) -> Result:
 
 
 async def do_ci(settings: Settings, args: argparse.Namespace) -> Result:
-    from commands.ci import ci_sync
+    from commands.ci import changed_files, ci_sync
     from commands.sync import SyncOptions
 
-    changed = _changed_files(args.repo_dir, args.changed_since)
+    changed = changed_files(args.repo_dir, args.changed_since)
     opts = SyncOptions(
         timeout=settings.sync_timeout,
         retry_limit=settings.retry_limit,
@@ -268,31 +269,10 @@ async def do_ci(settings: Settings, args: argparse.Namespace) -> Result:
     )
 
     async def go(svc: Any) -> Result:
-        summary, _ = await ci_sync(svc, changed, opts, progress=_progress(args))
+        summary, _ = await ci_sync(svc, changed, opts, progress=_progress())
         return summary
 
     return await _with_services(settings, go)
-
-
-def _changed_files(repo_dir: str, rev: str) -> list[str]:
-    if not rev or rev.startswith("-"):
-        raise errors.BadInput(f"'{rev}' is not a Git revision.")
-    try:
-        out = subprocess.run(
-            ["git", "-C", repo_dir, "diff", "--name-only", f"{rev}...HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
-    except FileNotFoundError:
-        raise errors.BadInput("git is not installed here; ci sync needs it.") from None
-    if out.returncode != 0:
-        raise errors.BadInput(
-            f"Cannot diff {rev}...HEAD in {repo_dir}: {out.stderr.strip()[:200]}",
-            hint="Fetch enough history in CI (actions/checkout with fetch-depth: 0).",
-        )
-    return [line for line in out.stdout.splitlines() if line.strip()]
 
 
 async def do_rollback(settings: Settings, args: argparse.Namespace) -> Result:
@@ -317,7 +297,7 @@ async def do_rollback(settings: Settings, args: argparse.Namespace) -> Result:
             interactive=sys.stdin.isatty() and sys.stdout.isatty(),
             ask=_ask,
             caller=_caller(),
-            progress=_progress(args),
+            progress=_progress(),
         ),
         kube=not args.no_sync,
     )

@@ -39,7 +39,8 @@ from bot.alerts import runner as alert_runner
 from bot.alerts import webhooks
 from bot.chat.discord_supervisor import DiscordSupervisor
 from bot.chat.dispatch import Dispatcher
-from bot.chat.slack import SlackAdapter, group_resolver, make_client
+from bot.chat.slack import SlackAdapter
+from bot.chat.slack_web import group_resolver, make_client
 from bot.http_limits import HttpLimits
 from bot.metrics import Registry
 from bot.server import leadership, wiring

@@ -35,7 +35,8 @@ from bot.state.db import errors as db_errors
 from bot.state.store import Store
 from notifiers.alert import Alert
 from notifiers.delivery import OutboxItem, ThreadKey, ThreadRoot
-from notifiers.incidents.engine import Changes, Effect, Engine, Incident, Signal
+from notifiers.incidents.engine import Engine
+from notifiers.incidents.model import Changes, Effect, Incident, Signal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

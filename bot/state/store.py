@@ -71,7 +71,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     ),
     (
         2,
-        # alerts (bot/alert_store.py): incidents, the delivery outbox, the chat message of each
+        # alerts (bot/state/alerts.py): incidents, the delivery outbox, the chat message of each
         # incident thread per channel, and the keys of webhook bodies already accepted
         """
         CREATE TABLE incidents (

@@ -30,7 +30,16 @@ from commands import errors
 log = logging.getLogger(__name__)
 
 RawObject = dict[str, Any]
-RBAC_HINT = "Grant it in the bot's Role (deploy/rbac.yaml) or ask a cluster admin."
+# the shipped RBAC (deploy/rbac.yaml's ClusterRole) grants nothing by itself: a RoleBinding per
+# app namespace (deploy/access/) grants it there, and nothing is granted cluster-wide
+RBAC_HINT = (
+    "Bind the bot's ClusterRole in that namespace with a RoleBinding (see deploy/access/) "
+    "or ask a cluster admin."
+)
+CLUSTER_RBAC_HINT = (
+    "The bot is granted rights per namespace (RoleBindings, see deploy/access/): list its app "
+    "namespaces in CHATOPS_WATCH_NAMESPACES, or ask a cluster admin."
+)
 
 
 def _status_message(body: Any) -> str:
@@ -55,7 +64,8 @@ def map_error(exc: BaseException, verb: str, resource: str, namespace: str) -> e
             )
         if code == 403:
             return errors.Denied(
-                f"The bot is not allowed to {verb} {resource}{where}.", hint=RBAC_HINT
+                f"The bot is not allowed to {verb} {resource}{where}.",
+                hint=RBAC_HINT if namespace else CLUSTER_RBAC_HINT,
             )
         if code == 404:
             return errors.NotFound(message or f"{resource} not found{where}.")

@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Iterable
 from typing import TypeVar
 
 from commands import errors
-from commands.kube.ops import ContainerUid, KubeOps, StatefulSetInfo
+from commands.kube.ops import KubeOps, StatefulSetInfo
+from commands.kube.uids import ContainerUid
 from commands.results import Fact, Result, Status, StepLog, StepState
 
 REPLICAS_ANNOTATION = "chatops.argocd-chatops.io/replicas-before-presync"

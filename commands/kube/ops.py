@@ -11,7 +11,7 @@ through its owning StatefulSet.
 
 Whether a container runs as root is answered in ``commands.kube.uids`` (kubelet report, then
 ``id -u`` over pods/exec, then the declared securityContext); ``KubeOps.container_uids`` feeds
-it the app's pods. ``ContainerUid`` and ``UidSource`` are importable from here as before.
+it the app's pods.
 """
 
 from __future__ import annotations
@@ -29,18 +29,16 @@ from commands import errors
 from commands.kube import client as kc
 from commands.kube import uids as kube_uids
 from commands.kube import watch as kube_watch
-from commands.kube.uids import ContainerUid, UidSource
+from commands.kube.uids import ContainerUid
 from commands.validation import human
 
 __all__ = [
     "INSTANCE_LABEL",
     "MERGE_PATCH",
     "TRACKING_ANNOTATION",
-    "ContainerUid",
     "KubeOps",
     "RawObject",
     "StatefulSetInfo",
-    "UidSource",
     "belongs_to",
     "statefulset_info",
 ]
@@ -275,34 +273,13 @@ class KubeOps:
     # -- permissions ------------------------------------------------------------------------------
 
     async def check_access(self, namespace: str | None = None) -> list[str]:
-        """What the bot's RBAC lacks for hooks, checks and watches, as "verb resource where"
-        (empty: all good). Without a namespace it asks at cluster scope, as the bot's
-        ClusterRole must allow, and includes the Argo CD Applications it watches."""
-        needed = [
-            ("list", "apps", "statefulsets", ""),
-            ("watch", "apps", "statefulsets", ""),
-            ("patch", "apps", "statefulsets", ""),
-            ("patch", "apps", "statefulsets", "scale"),
-            ("list", "", "pods", ""),
-            ("watch", "", "pods", ""),
-            ("list", "", "events", ""),
-            ("watch", "", "events", ""),
-        ]
+        """What the bot's RBAC lacks of ``RIGHTS`` (and, with exec on, ``pods/exec``), as
+        "verb resource where" (empty: all good). In one app namespace of ``watch_namespaces``,
+        or, without one, at cluster scope: what watching and acting in every namespace needs."""
+        needed = list(RIGHTS)
         if self.exec_enabled:
             needed.append(("create", "", "pods", "exec"))
-        if namespace is None:
-            needed += [("get", "argoproj.io", "applications", "")]
-            needed += [("list", "argoproj.io", "applications", "")]
-            needed += [("watch", "argoproj.io", "applications", "")]
         return await self._missing(needed, namespace or "")
-
-    async def check_namespace_access(self, namespace: str) -> list[str]:
-        """What the bot lacks in one app namespace of ``watch_namespaces``: the Event watch,
-        reading pods and StatefulSets, scaling them (pre-sync) and, with exec on, ``id -u``."""
-        needed = list(NAMESPACE_RIGHTS)
-        if self.exec_enabled:
-            needed.append(("create", "", "pods", "exec"))
-        return await self._missing(needed, namespace)
 
     async def _missing(self, needed: list[tuple[str, str, str, str]], namespace: str) -> list[str]:
         """Ask the API server (SelfSubjectAccessReview) about each right; the ones denied."""
@@ -335,15 +312,24 @@ class KubeOps:
         return missing
 
 
-# (verb, API group, resource, subresource) the bot needs in each watched app namespace
-NAMESPACE_RIGHTS = (
-    ("list", "", "events", ""),
+# (verb, API group, resource, subresource): what the bot uses where it watches and acts, as the
+# ClusterRole in deploy/rbac.yaml grants it (tests/test_deploy_rbac.py checks it grants all of it)
+RIGHTS = (
+    ("list", "", "events", ""),  # the Warning-event watch
     ("watch", "", "events", ""),
-    ("get", "", "pods", ""),
+    ("get", "", "pods", ""),  # pods of an app; wait until gone or Ready; event correlation
     ("list", "", "pods", ""),
-    ("get", "apps", "statefulsets", ""),
+    ("watch", "", "pods", ""),
+    ("get", "apps", "statefulsets", ""),  # pre-/post-sync and verify-rootless
     ("list", "apps", "statefulsets", ""),
+    ("watch", "apps", "statefulsets", ""),
+    ("patch", "apps", "statefulsets", ""),  # pre-sync records the replicas in an annotation
     ("patch", "apps", "statefulsets", "scale"),
+    ("get", "apps", "replicasets", ""),  # event correlation: a Pod's owners up to its app
+    ("get", "apps", "deployments", ""),
+    ("get", "apps", "daemonsets", ""),
+    ("get", "batch", "jobs", ""),
+    ("get", "batch", "cronjobs", ""),
 )
 
 

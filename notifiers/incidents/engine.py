@@ -28,7 +28,7 @@ deterministically and the bot runs it inside its group-commit writer.
 
 This module holds the lifecycle; the values live in ``notifiers.incidents.model``, the wording of
 each message in ``notifiers.incidents.alerts`` and the Warning-event rules in
-``notifiers.incidents.warning_events``. Their public names are importable from here as before.
+``notifiers.incidents.warning_events``: import those names from there.
 """
 
 from __future__ import annotations
@@ -44,40 +44,16 @@ from notifiers.incidents import alerts as incident_alerts
 from notifiers.incidents import warning_events
 from notifiers.incidents.alerts import Actions, default_actions
 from notifiers.incidents.model import (
-    ACK_KEY_MAX,
     Changes,
     Effect,
     Incident,
-    Op,
     Policy,
     Problem,
     Signal,
-    SignalKind,
-    State,
     absorb,
     incident_key,
 )
-from notifiers.incidents.warning_events import OTHER_EVENTS
 from notifiers.routing import Target
-
-__all__ = [
-    "ACK_KEY_MAX",
-    "OTHER_EVENTS",
-    "Actions",
-    "Changes",
-    "Effect",
-    "Engine",
-    "Incident",
-    "Op",
-    "Policy",
-    "Problem",
-    "Route",
-    "Signal",
-    "SignalKind",
-    "State",
-    "default_actions",
-    "incident_key",
-]
 
 # (app, project, namespace[, instance]): the instance is passed when the signal has one
 Route = Callable[..., tuple[Target, ...]]

@@ -63,7 +63,7 @@ async def serve(cfg: dict[str, Any]) -> None:
     from commands.argocd.client import ArgoCD
     from commands.context import Services
     from notifiers.delivery import ChannelRate, DeliveryPolicy
-    from notifiers.incidents.engine import Policy
+    from notifiers.incidents.model import Policy
 
     settings = Settings(
         webhook_token=TOKEN,
