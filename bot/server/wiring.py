@@ -12,7 +12,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.settings import ArgoInstance, ConfigError, Settings, git_credential_problems
+from bot.config.models import ArgoInstance
+from bot.settings import ConfigError, Settings, git_credential_problems
 from bot.state.store import Store, StoreTimers
 from commands.argocd import links
 from commands.argocd.client import ArgoCD

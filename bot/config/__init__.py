@@ -1,0 +1,1 @@
+"""The parts of ``bot.settings``: the YAML-only structures (models) and reading them (the problems a person sees). ``bot.settings`` stays the public home of Settings, load and ConfigError; whatever may import bot.settings may import these. Imports nothing else from bot."""
