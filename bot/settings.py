@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import (
     Field,
     SecretStr,
@@ -22,6 +20,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bot.config import reading
 from bot.config.models import (
     ArgoInstance,
     Authorization,
@@ -399,61 +398,16 @@ def git_credential_problems(s: Settings) -> list[str]:
     return problems
 
 
-_HINTS = {
-    "missing": "is required",
-    "extra_forbidden": "is not a known setting (check the spelling)",
-}
-
-
 def load(config_file: str | None = None) -> Settings:
     """Read the YAML file (``--config`` or ``CHATOPS_CONFIG``) and the environment."""
-    env = os.environ
-    path = config_file or env.get("CHATOPS_CONFIG")
-    data: dict[str, Any] = {}
-    problems: list[str] = []
-    if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError([f"Config file {path} does not exist."]) from None
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError([f"Config file {path} cannot be read: {_short(e)}"]) from None
-        if not isinstance(loaded, dict):
-            raise ConfigError([f"Config file {path} must be a mapping of settings."])
-        data = {str(k).replace("-", "_").lower(): v for k, v in loaded.items()}
-    listed = data.get("instances")
-    token_envs = {
-        str(i.get("token_env"))
-        for i in (listed if isinstance(listed, list) else [])
-        if isinstance(i, dict)
-    }
-    unknown_env = [
-        k
-        for k in env
-        if k.startswith("CHATOPS_")
-        and k != "CHATOPS_CONFIG"
-        and k not in token_envs
-        and k[8:].lower().split("__")[0] not in Settings.model_fields
-    ]
-    problems += [f"{k} is not a known setting (check the spelling)." for k in sorted(unknown_env)]
+    path = config_file or os.environ.get("CHATOPS_CONFIG")
+    data = reading.read_file(path) if path else {}
+    problems = reading.unknown_env(os.environ, data, Settings.model_fields)
     try:
         settings = Settings(**data)
     except ValidationError as e:
-        for err in e.errors():
-            if not err["loc"] and err["type"] == "value_error":  # a check across settings
-                problems += str(err.get("ctx", {}).get("error", err["msg"])).splitlines()
-                continue
-            loc = ".".join(str(p) for p in err["loc"])
-            top = str(err["loc"][0]) if err["loc"] else loc
-            name = f"CHATOPS_{top.upper()}" if top in Settings.model_fields else loc
-            where = f"{name} ({loc})" if loc != top else name
-            msg = _HINTS.get(err["type"], err["msg"])
-            problems.append(f"{where}: {msg}.")
+        problems += reading.validation_problems(e, Settings.model_fields)
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
     return settings
-
-
-def _short(e: Exception) -> str:
-    return str(e).splitlines()[0][:200]
