@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bot.config import reading
+from bot.config.git_credentials import git_credential_problems
 from bot.config.models import (
     ArgoInstance,
     Authorization,
@@ -35,7 +36,7 @@ from commands.argocd import links
 if TYPE_CHECKING:
     from commands.autorollback import PolicyConfig
 
-__all__ = ["ConfigError", "Settings", "git_credential_problems", "load"]
+__all__ = ["ConfigError", "Settings", "load"]
 
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS-1123 label
 _COMMAND_NAME = re.compile(r"[-\w]{1,32}")  # \w: Unicode letters and digits, and "_"
@@ -352,50 +353,6 @@ class Settings(BaseSettings):
             raise ConfigError(
                 [f"CHATOPS_{n.upper()} is not set ({why} needs it)." for n in missing]
             )
-
-
-_APP_KEY = "CHATOPS_GIT_APP_PRIVATE_KEY or CHATOPS_GIT_APP_PRIVATE_KEY_FILE"
-
-
-def git_credential_problems(s: Settings) -> list[str]:
-    """What is wrong with the Git credentials, one sentence each; empty when they are usable."""
-    if not s.uses_git_app:
-        if s.git_repo and not s.git_token:
-            return [
-                "CHATOPS_GIT_REPO is set but no credential is: set CHATOPS_GIT_TOKEN, or a "
-                f"GitHub App's CHATOPS_GIT_APP_ID, CHATOPS_GIT_APP_INSTALLATION_ID and {_APP_KEY}."
-            ]
-        return []
-    problems = []
-    missing = [
-        name
-        for name, value in (
-            ("CHATOPS_GIT_APP_ID", s.git_app_id),
-            ("CHATOPS_GIT_APP_INSTALLATION_ID", s.git_app_installation_id),
-            (_APP_KEY, s.git_app_key_given or None),
-        )
-        if not value
-    ]
-    if missing:
-        problems.append(
-            f"GitHub App authentication is half configured: {', '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} not set."
-        )
-    if s.git_app_private_key and s.git_app_private_key_file:
-        problems.append(f"Set only one of {_APP_KEY}, not both.")
-    key_file = s.git_app_private_key_file
-    if key_file and not os.path.isfile(key_file):
-        problems.append(f"CHATOPS_GIT_APP_PRIVATE_KEY_FILE: {key_file} does not exist.")
-    if s.git_token:
-        problems.append(
-            "Both CHATOPS_GIT_TOKEN and GitHub App settings are set: keep one way to authenticate."
-        )
-    if s.git_provider != "github":
-        problems.append(
-            "GitHub App authentication works only with CHATOPS_GIT_PROVIDER=github; "
-            "GitLab needs CHATOPS_GIT_TOKEN."
-        )
-    return problems
 
 
 def load(config_file: str | None = None) -> Settings:

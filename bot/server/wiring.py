@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.config.git_credentials import git_credential_problems
 from bot.config.models import ArgoInstance
-from bot.settings import ConfigError, Settings, git_credential_problems
+from bot.settings import ConfigError, Settings
 from bot.state.store import Store, StoreTimers
 from commands.argocd import links
 from commands.argocd.client import ArgoCD
