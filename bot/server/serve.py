@@ -30,7 +30,6 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -40,7 +39,6 @@ from bot.alerts import webhooks
 from bot.chat.discord_supervisor import DiscordSupervisor
 from bot.chat.dispatch import Dispatcher
 from bot.chat.slack import SlackAdapter, group_resolver, make_client
-from bot.http_limits import HttpLimits
 from bot.metrics import Registry
 from bot.server import leadership, wiring
 from bot.server.http import HttpServer, Probes, build_app
@@ -56,15 +54,6 @@ from commands.context import Services
 log = logging.getLogger("chatops.serve")
 
 DRAIN_TIMEOUT = 25.0  # Kubernetes' default grace period is 30 s
-
-
-def _safe_url(url: str) -> str:
-    """A URL for a log line: without user:password@ or a query string."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class Bot:
@@ -171,7 +160,7 @@ class Bot:
             )
             self.services.timers = self.scheduler.timers()
 
-        app = build_app(self.metrics, self.probes, http_limits(s))
+        app = build_app(self.metrics, self.probes, wiring.http_limits(s))
         if slack_client is not None:
             self._setup_slack(slack_client)
             if self.slack is not None and not self.slack.socket_mode:
@@ -249,7 +238,9 @@ class Bot:
             return
         self.services.now = self.clock
         self.enabled["argocd"] = ", ".join(
-            f"{i.name} {_safe_url(i.url)}" if len(s.argo_instances) > 1 else _safe_url(i.url)
+            f"{i.name} {wiring.safe_url(i.url)}"
+            if len(s.argo_instances) > 1
+            else wiring.safe_url(i.url)
             for i in s.argo_instances
         )
         self.enabled["kubernetes"] = (
@@ -360,15 +351,6 @@ class Bot:
             self._store_open = False
             self.store.close()
         log.info("stopped")
-
-
-def http_limits(settings: Settings) -> HttpLimits:
-    return HttpLimits(
-        header_timeout=settings.http_header_timeout,
-        body_timeout=settings.http_body_timeout,
-        keepalive_timeout=settings.http_keepalive_timeout,
-        max_connections=settings.http_max_connections,
-    )
 
 
 async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
