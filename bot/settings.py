@@ -7,15 +7,11 @@ repr, a log line or an error message.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import (
-    BaseModel,
     Field,
     SecretStr,
     ValidationError,
@@ -24,189 +20,26 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bot.config import reading
+from bot.config.git_credentials import git_credential_problems
+from bot.config.models import (
+    ArgoInstance,
+    Authorization,
+    AutoRollback,
+    Cluster,
+    CommandNames,
+    Route,
+)
+from bot.config.reading import ConfigError
 from commands.argocd import links
 
 if TYPE_CHECKING:
     from commands.autorollback import PolicyConfig
 
+__all__ = ["ConfigError", "Settings", "load"]
+
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS-1123 label
-Role = Literal["viewer", "operator", "admin"]
-ROLE_ORDER: dict[str, int] = {"none": 0, "viewer": 1, "operator": 2, "admin": 3}
-
-
-class ConfigError(Exception):
-    """Every configuration problem at once, each with how to fix it."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        lines = ["Configuration problems:"]
-        lines += [f"  - {p}" for p in self.problems]
-        lines.append("Set them as CHATOPS_* environment variables or in the YAML file (--config).")
-        return "\n".join(lines)
-
-
-class Grant(BaseModel):
-    """Who gets which role, optionally only for some projects or app-name patterns."""
-
-    role: Role
-    slack_users: list[str] = []
-    slack_groups: list[str] = []
-    discord_users: list[str] = []
-    discord_roles: list[str] = []
-    projects: list[str] = []  # empty: every project
-    apps: list[str] = []  # fnmatch patterns; empty: every app
-    # a pattern matches the app's name alone or as shown (``team-a/web@homelab``)
-
-    def covers(self, app: str | None, project: str | None) -> bool:
-        if self.apps and (app is None or not any(_app_matches(app, p) for p in self.apps)):
-            return False
-        if self.projects and (project is None or project not in self.projects):
-            return False
-        return True
-
-
-def _app_matches(app: str, pattern: str) -> bool:
-    bare = app.partition("@")[0].rpartition("/")[2]
-    return fnmatch.fnmatch(app, pattern) or fnmatch.fnmatch(bare, pattern)
-
-
-class Authorization(BaseModel):
-    default_role: Literal["none", "viewer"] = "viewer"
-    slack_team_ids: list[str] = []  # empty: the team of the bot token (checked at runtime)
-    slack_channels: list[str] = []  # empty: any channel
-    discord_channels: list[str] = []
-    discord_guilds: list[str] = []
-    grants: list[Grant] = []
-    # Acknowledge (``ack KEY``, the alert's button) silences an incident's re-announcements:
-    # it needs this role for the incident's app ("viewer" lets anyone who may read ack)
-    ack_role: Role = "operator"
-    # Slack user-group members are asked again after ``group_cache_fresh`` seconds; while Slack
-    # errors the last answer is used up to ``group_cache_max_age``, never longer
-    group_cache_fresh: Annotated[float, Field(ge=0, le=3600)] = 300.0
-    group_cache_max_age: Annotated[float, Field(ge=0, le=86400)] = 3600.0
-
-    @model_validator(mode="after")
-    def _cache_ages(self) -> Authorization:
-        if self.group_cache_max_age < self.group_cache_fresh:
-            raise ValueError("group_cache_max_age must be at least group_cache_fresh")
-        return self
-
-
-class Route(BaseModel):
-    """Where alerts of matching apps go. Patterns are fnmatch; empty matches everything. An
-    app pattern matches the app's name alone or as shown (``team-a/web@homelab``)."""
-
-    projects: list[str] = []
-    apps: list[str] = []
-    namespaces: list[str] = []
-    instances: list[str] = []  # Argo CD instances (names or patterns)
-    slack_channel: str | None = None
-    discord_channel: str | None = None
-
-    def matches(self, app: str, project: str, namespace: str, instance: str = "") -> bool:
-        def ok(patterns: list[str], *values: str) -> bool:
-            return not patterns or any(fnmatch.fnmatch(v, p) for p in patterns for v in values)
-
-        return (
-            (not self.apps or any(_app_matches(app, p) for p in self.apps))
-            and ok(self.projects, project)
-            and ok(self.namespaces, namespace)
-            and ok(self.instances, instance)
-        )
-
-
-class ArgoInstance(BaseModel):
-    """One Argo CD the bot talks to (the YAML ``instances:`` list). The token is given
-    directly or, better, as the name of an environment variable holding it."""
-
-    model_config = {"extra": "forbid"}
-
-    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]
-    url: str
-    token: SecretStr | None = None
-    token_env: str | None = None
-    ca_bundle: str | None = None
-    insecure: bool = False
-    ui_url: str | None = None
-    namespace: str = "argocd"  # Argo CD's own namespace: its apps are named without it
-
-    @field_validator("url", "ui_url")
-    @classmethod
-    def _url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return v
-
-    @model_validator(mode="after")
-    def _one_token(self) -> ArgoInstance:
-        if (self.token is None) == (self.token_env is None):
-            raise ValueError(f"instance {self.name}: set exactly one of token and token_env")
-        return self
-
-    def secret(self) -> str:
-        """The token; ``ConfigError`` when its environment variable is not set."""
-        if self.token is not None:
-            return self.token.get_secret_value()
-        value = os.environ.get(self.token_env or "", "")
-        if not value:
-            raise ConfigError(
-                [
-                    f"Argo CD instance {self.name}: the environment variable {self.token_env} "
-                    "(its token_env) is not set."
-                ]
-            )
-        return value
-
-
-class Cluster(BaseModel):
-    """Maps an Argo CD destination (cluster name or server URL) to a kubeconfig context."""
-
-    model_config = {"extra": "forbid"}
-
-    destination: str | None = None  # Argo CD's cluster name, or its server URL
-    server: str | None = None  # the server URL, when ``destination`` is the name
-    context: str = ""  # "" = in-cluster, or the kubeconfig's current context
-    instance: str = ""  # only for apps of this Argo CD instance; "" = any
-    kubeconfig: str = ""  # another kubeconfig file than KUBECONFIG
-
-    @model_validator(mode="after")
-    def _named(self) -> Cluster:
-        if not (self.destination or self.server):
-            raise ValueError("a cluster needs destination (name or server URL) or server")
-        return self
-
-
-class AutoRollback(BaseModel):
-    """The auto-rollback policy (commands/autorollback.py). Apps opt in with the Application
-    annotation ``chatops.argocd-chatops.io/auto-rollback: "on"|"propose"`` (``"off"`` opts an
-    app out of a pattern below), or by these fnmatch patterns of app and project names (then
-    with ``mode``). Nothing matches by default: the policy is off for every app."""
-
-    apps: list[str] = []
-    projects: list[str] = []
-    mode: Literal["on", "propose"] = "on"
-    dry_run: bool = False  # decide and audit, never write to Git or post a button
-    per_app_per_hour: Annotated[int, Field(ge=0, le=100)] = 2
-    global_per_hour: Annotated[int, Field(ge=0, le=1000)] = 10
-    # how long an app may stay Degraded after an automated sync before the policy acts;
-    # None: the alerts' degraded_grace
-    degraded_grace: Annotated[float | None, Field(ge=0, le=86400)] = None
-
-
 _COMMAND_NAME = re.compile(r"[-\w]{1,32}")  # \w: Unicode letters and digits, and "_"
-
-
-class CommandNames(BaseModel):
-    sync: str = "sync"
-    rollback: str = "rollback"
-    selfheal: str = "selfheal"
-    verify_rootless: str = "verify-rootless"
-    status: str = "status"
-    help: str = "help"
-    autorollback: str = "autorollback"
 
 
 class Settings(BaseSettings):
@@ -522,105 +355,16 @@ class Settings(BaseSettings):
             )
 
 
-_APP_KEY = "CHATOPS_GIT_APP_PRIVATE_KEY or CHATOPS_GIT_APP_PRIVATE_KEY_FILE"
-
-
-def git_credential_problems(s: Settings) -> list[str]:
-    """What is wrong with the Git credentials, one sentence each; empty when they are usable."""
-    if not s.uses_git_app:
-        if s.git_repo and not s.git_token:
-            return [
-                "CHATOPS_GIT_REPO is set but no credential is: set CHATOPS_GIT_TOKEN, or a "
-                f"GitHub App's CHATOPS_GIT_APP_ID, CHATOPS_GIT_APP_INSTALLATION_ID and {_APP_KEY}."
-            ]
-        return []
-    problems = []
-    missing = [
-        name
-        for name, value in (
-            ("CHATOPS_GIT_APP_ID", s.git_app_id),
-            ("CHATOPS_GIT_APP_INSTALLATION_ID", s.git_app_installation_id),
-            (_APP_KEY, s.git_app_key_given or None),
-        )
-        if not value
-    ]
-    if missing:
-        problems.append(
-            f"GitHub App authentication is half configured: {', '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} not set."
-        )
-    if s.git_app_private_key and s.git_app_private_key_file:
-        problems.append(f"Set only one of {_APP_KEY}, not both.")
-    key_file = s.git_app_private_key_file
-    if key_file and not os.path.isfile(key_file):
-        problems.append(f"CHATOPS_GIT_APP_PRIVATE_KEY_FILE: {key_file} does not exist.")
-    if s.git_token:
-        problems.append(
-            "Both CHATOPS_GIT_TOKEN and GitHub App settings are set: keep one way to authenticate."
-        )
-    if s.git_provider != "github":
-        problems.append(
-            "GitHub App authentication works only with CHATOPS_GIT_PROVIDER=github; "
-            "GitLab needs CHATOPS_GIT_TOKEN."
-        )
-    return problems
-
-
-_HINTS = {
-    "missing": "is required",
-    "extra_forbidden": "is not a known setting (check the spelling)",
-}
-
-
 def load(config_file: str | None = None) -> Settings:
     """Read the YAML file (``--config`` or ``CHATOPS_CONFIG``) and the environment."""
-    env = os.environ
-    path = config_file or env.get("CHATOPS_CONFIG")
-    data: dict[str, Any] = {}
-    problems: list[str] = []
-    if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError([f"Config file {path} does not exist."]) from None
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError([f"Config file {path} cannot be read: {_short(e)}"]) from None
-        if not isinstance(loaded, dict):
-            raise ConfigError([f"Config file {path} must be a mapping of settings."])
-        data = {str(k).replace("-", "_").lower(): v for k, v in loaded.items()}
-    listed = data.get("instances")
-    token_envs = {
-        str(i.get("token_env"))
-        for i in (listed if isinstance(listed, list) else [])
-        if isinstance(i, dict)
-    }
-    unknown_env = [
-        k
-        for k in env
-        if k.startswith("CHATOPS_")
-        and k != "CHATOPS_CONFIG"
-        and k not in token_envs
-        and k[8:].lower().split("__")[0] not in Settings.model_fields
-    ]
-    problems += [f"{k} is not a known setting (check the spelling)." for k in sorted(unknown_env)]
+    path = config_file or os.environ.get("CHATOPS_CONFIG")
+    data = reading.read_file(path) if path else {}
+    problems = reading.unknown_env(os.environ, data, Settings.model_fields)
     try:
         settings = Settings(**data)
     except ValidationError as e:
-        for err in e.errors():
-            if not err["loc"] and err["type"] == "value_error":  # a check across settings
-                problems += str(err.get("ctx", {}).get("error", err["msg"])).splitlines()
-                continue
-            loc = ".".join(str(p) for p in err["loc"])
-            top = str(err["loc"][0]) if err["loc"] else loc
-            name = f"CHATOPS_{top.upper()}" if top in Settings.model_fields else loc
-            where = f"{name} ({loc})" if loc != top else name
-            msg = _HINTS.get(err["type"], err["msg"])
-            problems.append(f"{where}: {msg}.")
+        problems += reading.validation_problems(e, Settings.model_fields)
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
     return settings
-
-
-def _short(e: Exception) -> str:
-    return str(e).splitlines()[0][:200]

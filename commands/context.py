@@ -87,8 +87,14 @@ class Services:
     def qualified(self, app: Application) -> str:
         return app.qualified(self.argocd.namespace)
 
+    def shown(self, app: Application) -> str:
+        """How people address ``app`` and how messages name it: ``NAMESPACE/APP`` outside Argo
+        CD's own namespace, with ``@INSTANCE`` when several."""
+        return self.label(self.qualified(app))
+
     def tracked(self, app: Application) -> str:
-        """The name the app's Kubernetes resources carry (``commands.argocd.app``)."""
+        """The name the app's Kubernetes resources carry (``commands.argocd.app``): for finding
+        them by label or tracking-id only, never for a message (that is ``shown``)."""
         return app.tracked_name(self.argocd.namespace)
 
     def placement(self, app: Application) -> Placement:

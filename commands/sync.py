@@ -167,7 +167,12 @@ async def run_presync(svc: Services, app: Application, opts: SyncOptions, step: 
     from commands.kube import hooks
 
     await hooks.presync(
-        kube, app.dest_namespace, svc.tracked(app), timeout=opts.presync_timeout, step=step
+        kube,
+        app.dest_namespace,
+        svc.tracked(app),
+        timeout=opts.presync_timeout,
+        step=step,
+        shown=svc.shown(app),
     )
 
 
@@ -181,7 +186,12 @@ async def run_postsync(svc: Services, app: Application, opts: SyncOptions, step:
     from commands.kube import hooks
 
     await hooks.postsync(
-        kube, app.dest_namespace, svc.tracked(app), timeout=opts.postsync_timeout, step=step
+        kube,
+        app.dest_namespace,
+        svc.tracked(app),
+        timeout=opts.postsync_timeout,
+        step=step,
+        shown=svc.shown(app),
     )
 
 

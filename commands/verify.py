@@ -41,7 +41,9 @@ async def verify(svc: Services, app_name: str) -> Result:
             f"Cannot check {svc.label(qualified)}: {place.reason}.",
             hint="Map the destination in the clusters setting, or run where it can be reached.",
         )
-    result = await hooks.verify_rootless(place.kube, app.dest_namespace, svc.tracked(app))
+    result = await hooks.verify_rootless(
+        place.kube, app.dest_namespace, svc.tracked(app), shown=svc.label(qualified)
+    )
     if svc.clusters is None and not svc.several:
         return result
     return replace(
@@ -61,24 +63,29 @@ async def hook(
 ) -> Result:
     ref = targets.parse(app_name)
     tracked = f"{ref.namespace}_{ref.name}" if ref.namespace else ref.name
+    shown = str(ref)  # as the caller named it: NAMESPACE/APP[@INSTANCE]
     if namespace is None:
         if argocd is None:
             raise errors.BadInput("Give --namespace, or configure Argo CD access.")
-        app = await argocd.get(ref.at_home(argocd.namespace).qualified)
-        namespace, tracked = app.dest_namespace, app.tracked_name(argocd.namespace)
+        ref = ref.at_home(argocd.namespace)
+        app = await argocd.get(ref.qualified)
+        namespace, tracked, shown = app.dest_namespace, app.tracked_name(argocd.namespace), str(ref)
     validation.namespace(namespace)
-    app_name = tracked
     step = StepLog(progress)
     try:
         if phase == "presync":
-            facts = await hooks.presync(kube, namespace, app_name, timeout=timeout, step=step)
+            facts = await hooks.presync(
+                kube, namespace, tracked, timeout=timeout, step=step, shown=shown
+            )
         else:
-            facts = await hooks.postsync(kube, namespace, app_name, timeout=timeout, step=step)
+            facts = await hooks.postsync(
+                kube, namespace, tracked, timeout=timeout, step=step, shown=shown
+            )
     except errors.CommandError as e:
         await fail_running(step, e)
         return Result(
             phase,
-            app_name,
+            shown,
             Status.FAILED,
             e.user_message,
             facts=(Fact("hint", e.hint),) if e.hint else (),
@@ -87,9 +94,9 @@ async def hook(
     what = "scaled down" if phase == "presync" else "ready and non-root"
     return Result(
         phase,
-        app_name,
+        shown,
         Status.CHANGED if phase == "presync" else Status.NOOP,
-        f"{phase} for {app_name} done: StatefulSets {what}.",
+        f"{phase} for {shown} done: StatefulSets {what}.",
         facts=tuple(facts),
         steps=tuple(step.steps),
     )

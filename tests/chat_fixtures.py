@@ -24,8 +24,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bot.config.models import Authorization, Grant
 from bot.server.serve import Bot
-from bot.settings import Authorization, Grant, Settings
+from bot.settings import Settings
 from commands.results import Result, Step
 from tests.fakes import discord_payloads as dp
 from tests.fakes.argocd_api import FakeArgoCD

@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.chat.authz import Authorizer, GroupCache, MembershipUnknown
 from bot.chat.invocation import Invocation
 from bot.chat.slack_web import group_resolver
-from bot.settings import Authorization, Grant
+from bot.config.models import Authorization, Grant
 from commands import errors
 from tests.fakes.slack_api import FakeSlack
 

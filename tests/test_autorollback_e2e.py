@@ -15,7 +15,7 @@ import pytest
 
 from bot.chat.dispatch import Dispatcher
 from bot.chat.invocation import Invocation
-from bot.settings import Authorization, AutoRollback, Grant
+from bot.config.models import Authorization, AutoRollback, Grant
 from bot.state.autorollback import PolicyLedger
 from commands.argocd.app import AUTO_ROLLBACK_ANNOTATION
 from commands.argocd.client import ArgoCD

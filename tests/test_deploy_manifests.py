@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from bot import settings as bot_settings
-from bot.settings import CommandNames, Settings
+from bot.config.models import CommandNames
+from bot.settings import Settings
 from tests.fakes.kube_rbac import Rbac
 
 ROOT = Path(__file__).resolve().parents[1]

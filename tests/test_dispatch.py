@@ -14,8 +14,8 @@ import pytest
 
 from bot.chat.dispatch import Dispatcher
 from bot.chat.invocation import Invocation
+from bot.config.models import Authorization, Grant
 from bot.server import wiring
-from bot.settings import Authorization, Grant
 from bot.state.store import Store
 from commands.results import Result, Status
 from commands.selfheal import TIMER_KIND

@@ -18,10 +18,10 @@ from bot.server import wiring
 from bot.settings import ConfigError, Settings
 from commands import errors
 from commands.context import Services
-from commands.results import Status, StepState
+from commands.results import Status, Step, StepState
 from commands.status import overview, status
 from commands.sync import SyncOptions, sync
-from commands.verify import verify
+from commands.verify import hook, verify
 from tests.fakes.argocd_api import FakeArgoCD
 from tests.fakes.argocd_fixtures import make_app, sha
 from tests.fakes.kube_api import FakeKube
@@ -237,6 +237,59 @@ async def test_a_namespaced_app_travels_as_app_namespace(
     assert homelab.requests_to("PATCH", "/scale")
     with pytest.raises(errors.NotFound):  # not in Argo CD's own namespace
         await status(fleet, "shop@homelab")
+
+
+async def test_a_namespaced_app_is_named_as_people_address_it_not_by_its_tracking_name(
+    fleet: Services, argos: tuple[FakeArgoCD, FakeArgoCD], kubes: tuple[FakeKube, FakeKube]
+):
+    """Argo CD labels the resources of ``team-a/shop`` as ``team-a_shop``: the hooks and
+    verify-rootless find them by that name, and every message says ``team-a/shop``."""
+    homelab_argo, _ = argos
+    homelab, _ = kubes
+    homelab_argo.add_app(on(make_app("shop", sync="OutOfSync"), "in-cluster", "team-a"))
+    homelab_argo.set_git_head("shop", sha("shop-2"))
+    homelab.add_statefulset(
+        "prod",
+        "shop-db",
+        app="team-a_shop",
+        replicas=2,
+        containers=[{"name": "db", "image": "postgres:16", "securityContext": NONROOT}],
+    )
+    homelab.add_statefulset(
+        "prod",
+        "shop-cache",
+        app="team-a_shop",
+        tracking="annotation",
+        containers=[{"name": "redis", "image": "redis:7", "securityContext": {"runAsUser": 0}}],
+    )
+
+    said: list[str] = []
+
+    async def progress(step: Step) -> None:
+        said.append(step.detail)
+
+    synced = await sync(fleet, "team-a/shop", FAST, progress=progress)
+    checked = await verify(fleet, "team-a/shop")
+    home = fleet.on("homelab")
+    kube = home.placement(await home.argocd.get("team-a/shop")).kube
+    assert kube is not None
+    hooked = await hook(kube, "presync", "team-a/shop", argocd=home.argocd, timeout=10)
+
+    # found by the tracking name: both StatefulSets scaled, the root container caught
+    assert homelab.get("apps", "statefulsets", "prod", "shop-db")["spec"]["replicas"] == 0
+    assert homelab.get("apps", "statefulsets", "prod", "shop-cache")["spec"]["replicas"] == 0
+    assert synced.status is Status.FAILED, synced
+    assert "Scaling the StatefulSets of team-a/shop@homelab to 0" in said, said
+    assert "Waiting for the StatefulSets of team-a/shop@homelab to be Ready" in said, said
+    assert any("of team-a/shop@homelab runs as UID 0" in d for d in said), said
+    assert checked.status is Status.FAILED and checked.target == "team-a/shop@homelab"
+    assert "of 3 containers of team-a/shop@homelab run as root" in checked.summary, checked
+    assert hooked.status is Status.CHANGED, hooked
+    assert hooked.target == "team-a/shop"
+    assert hooked.summary.startswith("presync for team-a/shop done"), hooked.summary
+    for result in (synced, checked, hooked):
+        assert "team-a_shop" not in repr(result), result
+    assert not [d for d in said if "team-a_shop" in d], said
 
 
 def test_instances_settings_are_checked(monkeypatch: pytest.MonkeyPatch):

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.settings import Route
+from bot.config.models import Route
 from tests.alert_fixtures import body_for, degraded_app
 from tests.chat_fixtures import (
     ALERTS,

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.chat.invocation import Invocation
-from bot.server import serve
+from bot.server import serve, wiring
 from bot.server.serve import Bot
 from tests.chat_fixtures import (
     CHANNEL,
@@ -139,7 +139,7 @@ async def test_the_webhook_route_reaches_the_alert_runner_the_wiring_started(
 
 
 def test_urls_in_log_lines_lose_credentials() -> None:
-    assert serve._safe_url("https://user:pw@argocd.example:8443/base?token=x") == (
+    assert wiring.safe_url("https://user:pw@argocd.example:8443/base?token=x") == (
         "https://argocd.example:8443/base"
     )
 

@@ -1,6 +1,7 @@
 import pytest
 
 from bot import settings as s
+from bot.config import models
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +69,7 @@ def test_require_names_missing_settings():
 
 
 def test_route_matching():
-    r = s.Route(projects=["pay*"], slack_channel="C1")
+    r = models.Route(projects=["pay*"], slack_channel="C1")
     assert r.matches("x", "payments", "prod")
     assert not r.matches("x", "billing", "prod")
 

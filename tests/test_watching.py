@@ -165,6 +165,26 @@ async def test_event_watch_correlates_and_counts_only_new_occurrences(kube):
         await w.close()
 
 
+async def test_event_watch_names_a_namespaced_app_as_people_address_it(kube):
+    # Argo CD labels and annotates what team-a/shop and team-a/web deploy as team-a_NAME
+    kube.add_pod("prod", _pod("web-1", {"app.kubernetes.io/instance": "team-a_web"}))
+    shop = _pod("shop-1")
+    shop["metadata"]["annotations"] = {
+        "argocd.argoproj.io/tracking-id": "team-a_shop:/Pod:prod/shop-1"
+    }
+    kube.add_pod("prod", shop)
+    emitted = Emitted()
+    w = await event_watch(kube, emitted)
+    try:
+        for pod in ("web-1", "shop-1"):
+            kube.add_event("prod", involved={"kind": "Pod", "name": pod}, reason="BackOff",
+                           message="Back-off restarting failed container")  # fmt: skip
+        await until_async(lambda: len(emitted.signals) >= 2)
+        assert emitted.counts() == {("team-a/web", "BackOff"): 1, ("team-a/shop", "BackOff"): 1}
+    finally:
+        await w.close()
+
+
 async def test_event_watch_410_relists_without_realerting(kube):
     kube.add_pod("prod", _pod("web-1", {"app.kubernetes.io/instance": "web"}))
     involved = {"kind": "Pod", "name": "web-1"}

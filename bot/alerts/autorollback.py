@@ -14,6 +14,10 @@ task that decides under a lock, so rate limits and the once-per-(app, R) claim s
 Every decision is audited (``platform`` "policy") and counted by reason; rollbacks are counted
 by trigger and outcome. Messages go into the incident's thread through the same outbox as the
 alerts (``IncidentThreads``), so they survive a chat outage like any alert.
+
+Slightly over 400 lines on purpose: observing, deciding and acting share one object's state (the
+decision lock, the grace timers, the triggers already fired, the task set that ``close`` and
+``idle`` wait on); cutting them apart would pass that state between modules.
 """
 
 from __future__ import annotations

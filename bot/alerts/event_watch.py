@@ -58,11 +58,16 @@ ALERT_REASONS = frozenset(
 
 
 def _app_from_meta(meta: dict[str, Any]) -> str | None:
+    """The app named by the object's tracking-id or instance label, as people address it.
+
+    Argo CD tracks an app outside its own namespace as ``NAMESPACE_NAME`` (its "applications in
+    any namespace" docs; ``Application.tracked_name``); neither part may contain ``_``, so the
+    first one separates them: ``team-a_shop`` is the app ``team-a/shop``."""
     tracking = (meta.get("annotations") or {}).get(TRACKING_ANNOTATION)
     if isinstance(tracking, str) and ":" in tracking:
-        return tracking.split(":", 1)[0].split("_", 1)[-1] or None
+        return tracking.split(":", 1)[0].replace("_", "/", 1) or None
     label = (meta.get("labels") or {}).get(INSTANCE_LABEL)
-    return label if isinstance(label, str) and label else None
+    return label.replace("_", "/", 1) if isinstance(label, str) and label else None
 
 
 class Correlator:

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.chat.invocation import Invocation
-from bot.settings import ROLE_ORDER, Authorization, Grant
+from bot.config.models import ROLE_ORDER, Authorization, Grant
 from commands import errors
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.chat.authz import Authorizer, GroupResolver
-from bot.chat.catalog import Catalog, Handler, Parsed
+from bot.chat.catalog import Catalog
+from bot.chat.command_table import Handler, Parsed
 from bot.chat.invocation import Invocation, Reply
 from bot.chat.progress import PROGRESS_INTERVAL, ProgressThrottle
 from bot.metrics import Registry

@@ -49,7 +49,7 @@ RESCAN_INTERVAL = 10.0  # the leader's look at timers other replicas wrote (vs 6
 
 
 class Singletons(Protocol):
-    """What the leader runs (``bot.server.serve.Bot``): ``start`` returns where webhooks go."""
+    """What the leader runs (``bot.server.singletons``): ``start`` returns where webhooks go."""
 
     async def start_singletons(self) -> AlertRunner | None: ...
 

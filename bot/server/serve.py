@@ -30,7 +30,6 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -41,10 +40,10 @@ from bot.chat.discord_supervisor import DiscordSupervisor
 from bot.chat.dispatch import Dispatcher
 from bot.chat.slack import SlackAdapter
 from bot.chat.slack_web import group_resolver, make_client
-from bot.http_limits import HttpLimits
 from bot.metrics import Registry
 from bot.server import leadership, wiring
 from bot.server.http import HttpServer, Probes, build_app
+from bot.server.singletons import Singletons
 from bot.settings import ConfigError, Settings
 from bot.state.leader import Timings, identity
 from bot.state.locks import OperationLocks
@@ -56,15 +55,6 @@ from commands.context import Services
 log = logging.getLogger("chatops.serve")
 
 DRAIN_TIMEOUT = 25.0  # Kubernetes' default grace period is 30 s
-
-
-def _safe_url(url: str) -> str:
-    """A URL for a log line: without user:password@ or a query string."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class Bot:
@@ -91,7 +81,6 @@ class Bot:
         self.drain_timeout = drain_timeout
         self.lease_timings = lease_timings
         self.leadership: leadership.Leadership | None = None
-        self._leads = not settings.shared_state  # runs the singletons (always, alone)
         self.metrics = Registry()
         self.probes = Probes()
         self.store: Store | None = None
@@ -100,14 +89,20 @@ class Bot:
         self.http: HttpServer | None = None
         self.slack: SlackAdapter | None = None
         self.scheduler: SelfHealScheduler | None = None
-        self.discord: DiscordSupervisor | None = None
-        self.alerts: alert_runner.AlertRunner | None = None
+        self.singletons: Singletons | None = None  # Discord, alerts: after HTTP and Slack
         self.webhook: webhooks.WebhookEndpoint | None = None
         self.replays: ReplayGuard | None = None
-        self._alerts_problem: str | None = None
         self._session: aiohttp.ClientSession | None = None
         self._store_open = False
         self.enabled: dict[str, str] = {}  # feature -> one line, for the start-up log
+
+    @property
+    def discord(self) -> DiscordSupervisor | None:
+        return self.singletons.discord if self.singletons is not None else None
+
+    @property
+    def alerts(self) -> alert_runner.AlertRunner | None:
+        return self.singletons.alerts if self.singletons is not None else None
 
     @property
     def url(self) -> str:
@@ -166,7 +161,7 @@ class Bot:
             )
             self.services.timers = self.scheduler.timers()
 
-        app = build_app(self.metrics, self.probes, http_limits(s))
+        app = build_app(self.metrics, self.probes, wiring.http_limits(s))
         if slack_client is not None:
             self._setup_slack(slack_client)
             if self.slack is not None and not self.slack.socket_mode:
@@ -180,14 +175,28 @@ class Bot:
         self.enabled["http"] = f"listening on {where} (/healthz /readyz /metrics)"
 
         await self._start_slack()
-        self._singleton_probes()
+        self.singletons = Singletons(
+            s,
+            store=self.store,
+            services=self.services,
+            dispatcher=self.dispatcher,
+            scheduler=self.scheduler,
+            slack=self.slack,
+            webhook=self.webhook,
+            replays=self.replays,
+            metrics=self.metrics,
+            probes=self.probes,
+            enabled=self.enabled,
+            gated=s.shared_state,
+        )
+        self.singletons.add_probes()
         if s.shared_state:
             self.leadership = leadership.Leadership(
                 s,
                 self.store,
                 self.metrics,
                 api_client=self._lease_client(),
-                singletons=self,
+                singletons=self.singletons,
                 webhook=self.webhook,
                 timings=self.lease_timings,
             )
@@ -203,7 +212,7 @@ class Bot:
                 "1 on the replica that holds the Lease, 0 on others",
                 ("instance",),
             ).set(1, instance=identity(s.instance_id))
-            await self.start_singletons()
+            await self.singletons.start_singletons()
         for feature, line in self.enabled.items():
             log.info("%s: %s", feature, line)
         if self.leadership is not None:
@@ -230,7 +239,9 @@ class Bot:
             return
         self.services.now = self.clock
         self.enabled["argocd"] = ", ".join(
-            f"{i.name} {_safe_url(i.url)}" if len(s.argo_instances) > 1 else _safe_url(i.url)
+            f"{i.name} {wiring.safe_url(i.url)}"
+            if len(s.argo_instances) > 1
+            else wiring.safe_url(i.url)
             for i in s.argo_instances
         )
         self.enabled["kubernetes"] = (
@@ -298,102 +309,6 @@ class Bot:
             return self.services.kube.api_client
         return wiring.kube_api_client()
 
-    # -- the singletons: on the one replica, or on the leader ------------------------------------
-    def _singleton_probes(self) -> None:
-        def leading(check: Callable[[], str | None]) -> Callable[[], str | None]:
-            return lambda: check() if self._leads else None
-
-        if self.settings.discord_token is not None:
-            self.probes.add(
-                "discord",
-                leading(lambda: self.discord.problem() if self.discord else "not started yet"),
-            )
-        self.probes.add("alerts", leading(lambda: self._alerts_problem))
-        self.probes.add("watches", leading(self._watch_problem))
-
-    async def start_singletons(self) -> alert_runner.AlertRunner | None:
-        """Discord, alerts, the self-heal timers; returns where webhooks go (the runner)."""
-        self._leads = True
-        await self._start_discord()
-        await self._start_alerts()
-        if self.scheduler is not None:
-            pending = await self.scheduler.start()
-            self.enabled["timers"] = f"self-heal timers: {pending} pending"
-        else:
-            self.enabled["timers"] = "self-heal timers: off (needs Argo CD)"
-        if self.leadership is not None:
-            for feature in ("discord", "alerts", "timers"):
-                log.info("%s: %s", feature, self.enabled[feature])
-        return self.alerts
-
-    async def stop_singletons(self) -> None:
-        """At once (a replica that lost the Lease must fall silent before another takes it)."""
-        self._leads = False
-        for name, part in (("scheduler", self.scheduler), ("alerts", self.alerts)):
-            if part is None:
-                continue
-            try:
-                await part.close()
-            except Exception:
-                log.exception("closing %s failed", name)
-        discord, self.discord = self.discord, None
-        self.alerts = None
-        self._alerts_problem = None
-        if discord is not None:
-            try:
-                await discord.close()
-            except Exception:
-                log.exception("closing discord failed")
-
-    async def _start_discord(self) -> None:
-        if self.settings.discord_token is None:
-            self.enabled["discord"] = "off (CHATOPS_DISCORD_TOKEN is not set)"
-            return
-        assert self.dispatcher is not None
-        self.discord = DiscordSupervisor.for_settings(
-            self.settings, self.dispatcher, replays=self.replays
-        )
-        if await self.discord.start():
-            self.enabled["discord"] = "gateway connecting" + (
-                f", commands synced to guild {self.settings.discord_guild_id}"
-                if self.settings.discord_guild_id
-                else ""
-            )
-        else:
-            self.enabled["discord"] = f"FAILED to start ({self.discord.error}); retrying"
-
-    async def _start_alerts(self) -> None:
-        assert self.store is not None
-        sinks = {"slack": self.slack, "discord": self.discord}
-        try:
-            # with a Lease, ``ack`` is registered once, routed to whichever runner leads
-            commands = self.dispatcher if self.leadership is None else None
-            self.alerts = await alert_runner.start(
-                self.settings, self.store, self.services, sinks, self.metrics, commands
-            )
-            if self.webhook is not None and self.leadership is None:
-                self.webhook.attach(self.alerts)
-            self.enabled["alerts"] = "on"
-            if hasattr(self.alerts, "delivery_health"):
-                self.probes.add_detail("alert_delivery", self.alerts.delivery_health)
-        except Exception as e:
-            log.exception("alerts did not start")
-            self._alerts_problem = f"failed to start ({type(e).__name__})"
-            self.enabled["alerts"] = f"FAILED to start ({type(e).__name__})"
-
-    def _watch_problem(self) -> str | None:
-        """A watch that lost its stream and has not delivered since (it keeps reconnecting)."""
-        app_watches = list(getattr(self.alerts, "app_watches", None) or [])  # one per instance
-        several = len(app_watches) > 1
-        watches = [(f"app_watch {w.instance}" if several else "app_watch", w) for w in app_watches]
-        watches.append(("event_watch", getattr(self.alerts, "event_watch", None)))
-        failing = [
-            f"{name}: {problem}"
-            for name, watch in watches
-            if (problem := getattr(watch, "failing", None))
-        ]
-        return "; ".join(failing) or None
-
     # -- announcements (the scheduler's "self-heal is back on") -----------------------------------
     async def announce(self, text: str) -> None:
         sent = False
@@ -419,7 +334,8 @@ class Bot:
             await self.dispatcher.drain(self.drain_timeout)
         if self.slack is not None:
             await self.slack.drain(5.0)
-        await self.stop_singletons()
+        if self.singletons is not None:
+            await self.singletons.stop_singletons()
         if self.slack is not None:
             try:
                 await self.slack.close()
@@ -436,15 +352,6 @@ class Bot:
             self._store_open = False
             self.store.close()
         log.info("stopped")
-
-
-def http_limits(settings: Settings) -> HttpLimits:
-    return HttpLimits(
-        header_timeout=settings.http_header_timeout,
-        body_timeout=settings.http_body_timeout,
-        keepalive_timeout=settings.http_keepalive_timeout,
-        max_connections=settings.http_max_connections,
-    )
 
 
 async def run(settings: Settings, *, stop: asyncio.Event | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Composition: settings -> clients -> ``commands.context.Services``.
+"""Composition: settings -> clients -> ``commands.context.Services`` (and the HTTP limits).
 
 The only place that turns configuration into live clients, so the CLI, the hook Jobs, CI and
 ``chatops serve`` all run the same command core against the same connections.
@@ -11,8 +11,12 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
-from bot.settings import ArgoInstance, ConfigError, Settings, git_credential_problems
+from bot.config.git_credentials import git_credential_problems
+from bot.config.models import ArgoInstance
+from bot.http_limits import HttpLimits
+from bot.settings import ConfigError, Settings
 from bot.state.store import Store, StoreTimers
 from commands.argocd import links
 from commands.argocd.client import ArgoCD
@@ -208,3 +212,21 @@ async def close(svc: Services) -> None:
         await client.aclose()
     if svc.clusters is not None:
         svc.clusters.close()
+
+
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(
+        header_timeout=settings.http_header_timeout,
+        body_timeout=settings.http_body_timeout,
+        keepalive_timeout=settings.http_keepalive_timeout,
+        max_connections=settings.http_max_connections,
+    )
+
+
+def safe_url(url: str) -> str:
+    """A URL for a log line: without user:password@ or a query string."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -9,6 +9,11 @@ PreSync and PostSync run in separate processes (two hook Jobs), so the replica c
 restore is remembered on the StatefulSet itself, in ``REPLICAS_ANNOTATION``. Both hooks are
 idempotent: a retried PreSync on a StatefulSet already at 0 keeps the remembered count, and
 PostSync only scales up what is at 0 with a remembered count.
+
+Each takes the app twice: ``app``, the name Argo CD tracks its resources by (their
+``app.kubernetes.io/instance`` label and tracking-id: ``team-a_shop`` for an app outside Argo
+CD's own namespace), used only to find them; and ``shown``, the name people address it by
+(``team-a/shop``, ``web@homelab``), used in every message and result (default: ``app``).
 """
 
 from __future__ import annotations
@@ -50,16 +55,23 @@ class NotRootless(errors.CommandError):
 
 
 async def presync(
-    kube: KubeOps, namespace: str, app: str, *, timeout: float = 120.0, step: StepLog | None = None
+    kube: KubeOps,
+    namespace: str,
+    app: str,
+    *,
+    timeout: float = 120.0,
+    step: StepLog | None = None,
+    shown: str = "",
 ) -> tuple[Fact, ...]:
     """Remember each StatefulSet's replicas, scale it to 0, wait until its pods are gone."""
     step = step if step is not None else StepLog()
-    await step("presync", StepState.RUNNING, f"Scaling the StatefulSets of {app} to 0")
+    name = shown or app
+    await step("presync", StepState.RUNNING, f"Scaling the StatefulSets of {name} to 0")
     try:
         sets = await kube.statefulsets(namespace, app)
         if not sets:
             await step("presync", StepState.SKIPPED, "No StatefulSets to scale down")
-            return (Fact("presync", f"{app} has no StatefulSets in {namespace}"),)
+            return (Fact("presync", f"{name} has no StatefulSets in {namespace}"),)
         facts = []
         for s in sets:
             if s.replicas > 0:
@@ -81,11 +93,18 @@ async def presync(
 
 
 async def postsync(
-    kube: KubeOps, namespace: str, app: str, *, timeout: float = 300.0, step: StepLog | None = None
+    kube: KubeOps,
+    namespace: str,
+    app: str,
+    *,
+    timeout: float = 300.0,
+    step: StepLog | None = None,
+    shown: str = "",
 ) -> tuple[Fact, ...]:
     """Scale back what PreSync scaled down, wait until Ready, then require non-root."""
     step = step if step is not None else StepLog()
-    await step("postsync", StepState.RUNNING, f"Waiting for the StatefulSets of {app} to be Ready")
+    name = shown or app
+    await step("postsync", StepState.RUNNING, f"Waiting for the StatefulSets of {name} to be Ready")
     try:
         sets = await kube.statefulsets(namespace, app)
         facts = []
@@ -101,7 +120,7 @@ async def postsync(
             facts.append(Fact(s.name, f"Ready {info.ready_replicas}/{info.replicas}"))
         await step("postsync", StepState.RUNNING, "Checking that every container runs as non-root")
         uids = await kube.container_uids(namespace, app)
-        require_rootless(app, uids)
+        require_rootless(name, uids)
     except errors.CommandError as e:
         await step("postsync", StepState.FAILED, e.user_message)
         raise
@@ -111,26 +130,29 @@ async def postsync(
     return tuple(facts)
 
 
-async def verify_rootless(kube: KubeOps, namespace: str, app: str) -> Result:
+async def verify_rootless(kube: KubeOps, namespace: str, app: str, *, shown: str = "") -> Result:
     """The ``verify-rootless`` command: every running container, its UID and how we know."""
     uids = await kube.container_uids(namespace, app)
+    name = shown or app
     facts = tuple(Fact(f"{u.pod}/{u.container}", describe(u)) for u in uids)
     root = [u for u in uids if u.root]
     unknown = [u for u in uids if u.source == "unknown"]
     n = len(uids)
     if not uids:
-        status, summary = Status.NOOP, f"{app} has no running containers to check."
+        status, summary = Status.NOOP, f"{name} has no running containers to check."
     elif root:
         names = ", ".join(f"{u.pod}/{u.container}" for u in root)
         status = Status.FAILED
-        summary = f"{len(root)} of {_count(n, 'container')} of {app} run as root: {names}."
+        summary = f"{len(root)} of {_count(n, 'container')} of {name} run as root: {names}."
     elif unknown:
         names = ", ".join(f"{u.pod}/{u.container}" for u in unknown)
         status = Status.FAILED
-        summary = f"Could not check the user of {len(unknown)} of {n} containers of {app}: {names}."
+        summary = (
+            f"Could not check the user of {len(unknown)} of {n} containers of {name}: {names}."
+        )
     else:
-        status, summary = Status.NOOP, f"All {_count(n, 'container')} of {app} run as non-root."
-    return Result("verify-rootless", app, status, summary, facts)
+        status, summary = Status.NOOP, f"All {_count(n, 'container')} of {name} run as non-root."
+    return Result("verify-rootless", name, status, summary, facts)
 
 
 def require_rootless(app: str, uids: list[ContainerUid]) -> None:

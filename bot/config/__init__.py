@@ -1,0 +1,1 @@
+"""The parts of ``bot.settings``: the YAML-only structures (models), the Git credentials check, and reading the file and environment into problems a person can act on (reading). ``bot.settings`` stays the public home of Settings, load and ConfigError; whatever may import bot.settings may import these. Imports nothing else from bot."""
