@@ -191,9 +191,9 @@ class AlertRunner:
             operations=self._operations,
         )
         self.event_watch = self.event_watches[0] if self.event_watches else None
-        if self.app_watch is not None and self.services is not None:
-            # before the watch's first event (no await since it started): the policy sees all
-            self._start_autorollback(self.services)  # it follows the default instance
+        if self.app_watches and self.services is not None:
+            # before the watches' first event (no await since they started): the policy sees all
+            self._start_autorollback(self.services)  # it follows every instance
 
     def _start_scheduler(self) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -221,7 +221,8 @@ class AlertRunner:
         self.autorollback = ar.AutoRollback(
             self.settings, self.store, services, threads, self.registry
         )
-        self.app_watch.observers.append(self.autorollback.observe)
+        for watch in self.app_watches:
+            watch.observers.append(self.autorollback.observer(services.on(watch.instance)))
 
     async def close(self) -> None:
         if self._scheduler is not None:
