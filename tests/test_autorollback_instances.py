@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.chat.dispatch import Dispatcher
-from bot.settings import Authorization, AutoRollback, Grant
+from bot.config.models import Authorization, AutoRollback, Grant
 from bot.state.autorollback import PolicyLedger
 from commands.argocd.client import ArgoCD
 from commands.autorollback import TRAILER
