@@ -5,6 +5,9 @@ acting (``commands.autorollback``, rule 3): ``off APP`` pauses until ``on APP``,
 until then. ``status`` says, per app, whether and how the app is opted in (annotation or
 configuration), whether it is paused, whether self-heal is on (the policy waits while it is off),
 and the policy's latest decisions.
+
+An app is named as everywhere else (``APP``, ``NAMESPACE/APP``, ``APP@INSTANCE``); the pause is
+kept under the name the policy and its buttons use (``APP@INSTANCE`` with several instances).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Literal, Protocol
 from commands import errors, validation
 from commands.argocd.app import Application, short
 from commands.autorollback import PolicyConfig, mode_for
-from commands.context import Caller, Services
+from commands.context import Caller, Services, resolve
 from commands.results import Action, Fact, Link, Result, Status
 
 MIN_PAUSE, MAX_PAUSE = 60.0, 30 * 86400.0
@@ -80,20 +83,21 @@ async def autorollback(
     if action == "status":
         if app_name is None:
             return await _overview(svc, ledger, config)
-        return await _status(svc, ledger, config, validation.app_name(app_name))
+        return await _status(svc, ledger, config, app_name)
     if app_name is None:
         raise errors.BadInput("Say which app.", hint=f"e.g. autorollback {action} payments")
-    validation.app_name(app_name)
     if duration is not None:
         if action == "on":
             raise errors.BadInput("A duration only makes sense with 'off'.")
         validation.within(
             duration, minimum=MIN_PAUSE, maximum=MAX_PAUSE, what="auto-rollback pause"
         )
-    app = await svc.argocd.get(app_name)  # NotFound for a typo, before anything is written
+    svc, qualified = await resolve(svc, app_name)
+    app = await svc.argocd.get(qualified)  # NotFound for a typo, before anything is written
+    app_name = svc.label(qualified)
     mode, source = mode_for(app, config)
     facts = [Fact("mode", f"{mode} ({source})")]
-    link = Link("Argo CD", svc.app_link(app_name))
+    link = Link("Argo CD", svc.app_link(qualified))
     if action == "on":
         if not await ledger.resume(app_name):
             return Result(
@@ -128,8 +132,10 @@ async def autorollback(
     )
 
 
-async def _status(svc: Services, ledger: Ledger, config: PolicyConfig, app_name: str) -> Result:
-    app = await svc.argocd.get(app_name)
+async def _status(svc: Services, ledger: Ledger, config: PolicyConfig, ref: str) -> Result:
+    svc, qualified = await resolve(svc, ref)
+    app = await svc.argocd.get(qualified)
+    app_name = svc.label(qualified)
     mode, source = mode_for(app, config)
     paused = await ledger.paused_until(app_name)
     paused_now = paused is not None and paused > svc.now()
@@ -161,26 +167,28 @@ async def _status(svc: Services, ledger: Ledger, config: PolicyConfig, app_name:
         Status.NOOP,
         summary,
         facts=tuple(facts),
-        links=(Link("Argo CD", svc.app_link(app_name)),),
+        links=(Link("Argo CD", svc.app_link(qualified)),),
         actions=(toggle,) if mode != "off" else (),
     )
 
 
 async def _overview(svc: Services, ledger: Ledger, config: PolicyConfig) -> Result:
-    apps: list[Application] = await svc.argocd.list_apps()
+    apps: list[tuple[str, Application]] = []  # every instance's, as chat names them
+    for s in svc.everywhere():
+        apps += [(s.label(s.qualified(a)), a) for a in await s.argocd.list_apps()]
     facts: list[Fact] = []
     opted = 0
-    for app in sorted(apps, key=lambda a: a.name):
+    for name, app in sorted(apps, key=lambda pair: pair[0]):
         mode, source = mode_for(app, config)
         if mode == "off":
             continue
         opted += 1
         if len(facts) < MAX_APPS_LISTED:
-            paused = await ledger.paused_until(app.name)
+            paused = await ledger.paused_until(name)
             state = f"{mode} ({source})"
             if paused is not None and paused > svc.now():
                 state += f", paused {until_text(paused)}"
-            facts.append(Fact(app.name, state))
+            facts.append(Fact(name, state))
     if opted > MAX_APPS_LISTED:
         facts.append(Fact("more", f"{opted - MAX_APPS_LISTED} more app(s)"))
     facts += [Fact("decision", record_line(r)) for r in await ledger.recent(None, RECENT)]

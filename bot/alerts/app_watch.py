@@ -7,8 +7,11 @@ The stream (the project's Argo CD client, asyncio) starts with every app as ADDE
 Per app ``AppWatch`` remembers only (health, last failed operation, last successful operation),
 so 5,000 apps cost little memory, and emits a signal only on a change. A failed sync counts once
 the operation is over (``.operation`` is null again): while Argo CD is still retrying, nobody is
-paged for an attempt that may yet succeed. It also indexes apps by destination namespace, which
-the Warning-event watch uses to tie an event to the only app deploying there.
+paged for an attempt that may yet succeed. It also indexes apps by destination namespace and by
+qualified name (``NAMESPACE/APP``, what a tracking name reads as), and remembers each app's
+destination cluster: the
+Warning-event watch of a cluster (``bot.alerts.cluster_apps``) ties an event to the app deploying
+there.
 
 Each Argo CD instance has its own watch. Apps are named as chat names them (``NAMESPACE/APP``
 outside Argo CD's own namespace, ``@INSTANCE`` when there are several instances), and every
@@ -41,11 +44,19 @@ Observer = Callable[[str, Application], None]  # sees every change (the auto-rol
 
 
 class _Seen:
-    __slots__ = ("failed_op", "health", "namespace", "ok_op")
+    __slots__ = ("dest", "failed_op", "health", "namespace", "ok_op", "qualified")
 
-    def __init__(self, health: str, failed_op: str, ok_op: str, namespace: str) -> None:
+    def __init__(
+        self,
+        health: str,
+        failed_op: str,
+        ok_op: str,
+        namespace: str,
+        qualified: str = "",
+        dest: tuple[str, str] = ("", ""),
+    ) -> None:
         self.health, self.failed_op, self.ok_op = health, failed_op, ok_op
-        self.namespace = namespace
+        self.namespace, self.qualified, self.dest = namespace, qualified, dest
 
 
 def _common(app: Application, ui_base: str, name: str, instance: str, home: str) -> dict[str, Any]:
@@ -90,6 +101,7 @@ class AppWatch:
         self.ui_base = links.ui_base(ui_url, argocd.base_url)
         self.seen: dict[str, _Seen] = {}
         self.by_namespace: dict[str, frozenset[str]] = {}
+        self.by_qualified: dict[str, str] = {}  # NAMESPACE/APP -> the app as chat names it
         self.connects = 0
         self.connected = asyncio.Event()
         self.failing: str | None = None  # why the stream broke, until it delivers again (/readyz)
@@ -112,6 +124,8 @@ class AppWatch:
         if kind == "DELETED":
             if prev is not None:
                 self._index(name, prev.namespace, None)
+                if self.by_qualified.get(prev.qualified) == name:
+                    del self.by_qualified[prev.qualified]
                 del self.seen[name]
             return [Signal(kind="deleted", app=name, source="watch", instance=self.instance)]
         common = _common(app, self.ui_base, name, self.instance, self.argocd.namespace)
@@ -124,6 +138,8 @@ class AppWatch:
             prev.failed_op if prev else "",
             prev.ok_op if prev else "",
             app.dest_namespace,
+            app.qualified(self.argocd.namespace),
+            (app.dest_name, app.dest_server),
         )
         out: list[Signal] = []
         if app.phase in FAILED_PHASES and app.operation is None and op != now.failed_op:
@@ -160,6 +176,8 @@ class AppWatch:
                 out.append(Signal(kind="healthy", **common))
         if prev is None or prev.namespace != now.namespace:
             self._index(name, prev.namespace if prev else None, now.namespace)
+        if prev is None or prev.qualified != now.qualified:
+            self.by_qualified[now.qualified] = name
         self.seen[name] = now
         return out
 
@@ -178,6 +196,15 @@ class AppWatch:
 
     def knows(self, name: str) -> bool:
         return name in self.seen
+
+    def named(self, qualified: str) -> str | None:
+        """The app ``NAMESPACE/APP`` (or ``APP``) as chat names it (``@INSTANCE`` added)."""
+        return self.by_qualified.get(qualified)
+
+    def destination(self, name: str) -> tuple[str, str] | None:
+        """Where app ``name`` deploys: (Argo CD cluster name, server URL); None if unknown."""
+        seen = self.seen.get(name)
+        return seen.dest if seen is not None else None
 
     # -- the loop -------------------------------------------------------------------------
     def start(self) -> None:

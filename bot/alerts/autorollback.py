@@ -11,6 +11,11 @@ task that decides under a lock, so rate limits and the once-per-(app, R) claim s
     incident thread -> act: ``commands.rollback.rollback`` (CAS, conflicts, protected branch ->
     pull request) with ``Requested-by: auto-rollback policy``, followed to Synced and Healthy.
 
+With several Argo CD instances the policy follows each instance's watch (``observer(svc)``) and
+names an app as chat does (``APP@INSTANCE``, ``NAMESPACE/APP``): its marks, claims, pauses,
+incident thread and buttons are that app's, and it reads and reverts it with the Services of
+its instance.
+
 Every decision is audited (``platform`` "policy") and counted by reason; rollbacks are counted
 by trigger and outcome. Messages go into the incident's thread through the same outbox as the
 alerts (``IncidentThreads``), so they survive a chat outage like any alert.
@@ -157,14 +162,18 @@ class AutoRollback:
         )
 
     # -- from the watch (synchronous, on the event loop) ----------------------------------------
-    def observe(self, kind: str, app: Application) -> None:
+    def observer(self, services: Services) -> Callable[[str, Application], None]:
+        """What the Application watch of ``services``' Argo CD instance calls on each change."""
+        return lambda kind, app: self.observe(kind, app, services)
+
+    def observe(self, kind: str, app: Application, services: Services | None = None) -> None:
         try:
-            self._observe(kind, app)
+            self._observe(kind, app, services or self.services)
         except Exception:  # never break the watch's stream
             log.exception("auto-rollback: observing %s failed", app.name)
 
-    def _observe(self, kind: str, app: Application) -> None:
-        name = app.name
+    def _observe(self, kind: str, app: Application, svc: Services) -> None:
+        name = svc.label(svc.qualified(app))  # as the watch's incidents and chat name it
         if kind == "DELETED":
             self._marks.pop(name, None)
             self._stop_grace(name)
@@ -176,9 +185,9 @@ class AutoRollback:
         trigger = failed_sync(app)
         if trigger is not None:
             self._stop_grace(name)
-            self._fire(trigger, app)
+            self._fire(replace(trigger, app=name), app, svc)
             return  # no mark from the failed state itself
-        self._grace(app)
+        self._grace(app, name, svc)
         mark = health_mark(app)
         if mark is not None and self._marks.get(name, {}).get(mark[0]) is not mark[1]:
             revs = self._marks.setdefault(name, {})
@@ -187,7 +196,7 @@ class AutoRollback:
                 del revs[next(iter(revs))]
             self._spawn(self.store.run(self.ledger.mark, name, mark[0], mark[1], self.clock()))
 
-    def _fire(self, trigger: Trigger, app: Application) -> None:
+    def _fire(self, trigger: Trigger, app: Application, svc: Services) -> None:
         key = (trigger.app, trigger.revision)
         if key in self._fired:
             return
@@ -195,33 +204,34 @@ class AutoRollback:
         while len(self._fired) > MAX_REMEMBERED:
             del self._fired[next(iter(self._fired))]
         hint = self._marks.get(trigger.app, {}).get(trigger.previous)
-        self._spawn(self._handle(trigger, app, hint))
+        self._spawn(self._handle(trigger, app, hint, svc))
 
-    def _grace(self, app: Application) -> None:
+    def _grace(self, app: Application, name: str, svc: Services) -> None:
         trigger = degraded_after_sync(app)
-        running = self._degraded.get(app.name)
-        if trigger is None or (app.name, trigger.revision) in self._fired:
-            self._stop_grace(app.name)
+        running = self._degraded.get(name)
+        if trigger is None or (name, trigger.revision) in self._fired:
+            self._stop_grace(name)
             return
         if running is not None and running[0] == trigger.revision:
             return
-        self._stop_grace(app.name)
-        task = self._spawn(self._after_grace(app.name, trigger.revision))
-        self._degraded[app.name] = (trigger.revision, task)
+        self._stop_grace(name)
+        task = self._spawn(self._after_grace(svc, name, svc.qualified(app), trigger.revision))
+        self._degraded[name] = (trigger.revision, task)
 
     def _stop_grace(self, name: str) -> None:
         running = self._degraded.pop(name, None)
         if running is not None and running[1] is not asyncio.current_task():
             running[1].cancel()
 
-    async def _after_grace(self, name: str, revision: str) -> None:
+    async def _after_grace(self, svc: Services, name: str, qualified: str, revision: str) -> None:
         await asyncio.sleep(self.config.degraded_grace)
         self._degraded.pop(name, None)
-        app = await self.services.argocd.get(name)
+        app = await svc.argocd.get(qualified)
         trigger = degraded_after_sync(app)
         if trigger is not None and trigger.revision == revision:
             grace = round(self.config.degraded_grace)
-            self._fire(replace(trigger, message=f"Degraded for {grace}s: {trigger.message}"), app)
+            message = f"Degraded for {grace}s: {trigger.message}"
+            self._fire(replace(trigger, app=name, message=message), app, svc)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(_logged(coro))
@@ -242,13 +252,15 @@ class AutoRollback:
             await asyncio.wait(set(self._tasks))
 
     # -- deciding -------------------------------------------------------------------------------
-    async def _handle(self, trigger: Trigger, app: Application, hint: bool | None) -> None:
+    async def _handle(
+        self, trigger: Trigger, app: Application, hint: bool | None, svc: Services
+    ) -> None:
         mode, _source = mode_for(app, self.config)
         async with self._decide:
             if await self.store.run(self.ledger.decided, trigger.app, trigger.revision):
                 self.m_decisions.inc(reason=Reason.DUPLICATE.value)
                 return
-            situation = await self._situation(trigger, app, mode, hint)
+            situation = await self._situation(trigger, app, mode, hint, svc)
             decision = decide(trigger, situation, self.config)
             commit = situation.commit
             claim = Claim(
@@ -274,13 +286,13 @@ class AutoRollback:
             decision.detail,
         )
         if decision.action == "act" and commit is not None:
-            await self._act(trigger, decision, commit, audit_id)
+            await self._act(trigger, decision, commit, audit_id, svc)
             return
         await self.store.run(self.store.audit_end, audit_id, decision.reason.value, decision.detail)
         await self._tell(trigger, decision, commit)
 
     async def _situation(
-        self, trigger: Trigger, app: Application, mode: Any, hint: bool | None
+        self, trigger: Trigger, app: Application, mode: Any, hint: bool | None, svc: Services
     ) -> Situation:
         led = self.ledger
         now = self.clock()
@@ -289,7 +301,7 @@ class AutoRollback:
             previous_good = (await self.store.run(led.marks, trigger.app)).get(trigger.previous)
         commit: githost.CommitInfo | None = None
         commit_error = previous_commit = ""
-        git = self.services.git
+        git = svc.git
         if git is None:
             commit_error = "Rollback is not configured: no Git host."
         else:
@@ -352,7 +364,12 @@ class AutoRollback:
         )
 
     async def _act(
-        self, trigger: Trigger, decision: Decision, commit: githost.CommitInfo, audit_id: int
+        self,
+        trigger: Trigger,
+        decision: Decision,
+        commit: githost.CommitInfo,
+        audit_id: int,
+        svc: Services,
     ) -> None:
         app = trigger.app
 
@@ -387,7 +404,7 @@ class AutoRollback:
 
         try:
             result = await rollback_cmd.rollback(
-                self.services,
+                svc,  # the app's instance; ``app`` names it too (APP@INSTANCE)
                 app,
                 commit=commit.sha,
                 opts=self.opts,

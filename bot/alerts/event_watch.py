@@ -14,7 +14,10 @@ the verb, resource and namespace, and retried with backoff until the right is gr
 
 ``Correlator`` ties an event to an Argo CD app by the involved object's tracking annotation or
 instance label, else through its owners (Pod -> ReplicaSet -> Deployment), else by the only app
-deploying to that namespace (``AppWatch.apps_in``).
+deploying to that namespace. Which apps count is the ``Apps`` port's answer: with several
+clusters there is one watch per cluster (``cluster`` names it in logs and /readyz), and only the
+apps deploying to that cluster, from any Argo CD instance, are candidates
+(``bot.alerts.cluster_apps``); the signal carries the instance of the app it matched.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from commands import errors
 from commands.argocd.app import INSTANCE_LABEL, TRACKING_ANNOTATION
@@ -70,9 +74,51 @@ def _app_from_meta(meta: dict[str, Any]) -> str | None:
     return label.replace("_", "/", 1) if isinstance(label, str) and label else None
 
 
+@dataclass(frozen=True)
+class Owner:
+    """The app an event is about: as chat names it, its Argo CD instance and cluster."""
+
+    app: str
+    instance: str = ""
+    cluster: str = ""
+
+
+class Apps(Protocol):
+    """The Argo CD apps deploying to the watched cluster (``bot.alerts.cluster_apps``)."""
+
+    def named(self, qualified: str) -> Owner | None:
+        """The app ``qualified`` (``NAMESPACE/APP`` or ``APP``, as the tracking name gives it),
+        if it deploys here."""
+        ...
+
+    def in_namespace(self, namespace: str) -> frozenset[Owner]:
+        """The apps deploying to ``namespace`` of this cluster."""
+        ...
+
+
+class _ByName:
+    """``Apps`` from two plain functions (one cluster, one instance: tests and tools)."""
+
+    def __init__(
+        self,
+        apps_in: Callable[[str], frozenset[str]] | None,
+        knows: Callable[[str], bool] | None,
+    ) -> None:
+        self.apps_in, self.knows = apps_in, knows
+
+    def named(self, qualified: str) -> Owner | None:
+        return Owner(qualified) if self.knows is None or self.knows(qualified) else None
+
+    def in_namespace(self, namespace: str) -> frozenset[Owner]:
+        names = self.apps_in(namespace) if self.apps_in is not None else frozenset()
+        return frozenset(Owner(n) for n in names)
+
+
 class Correlator:
-    """Involved object -> Argo CD app name, cached by the object's uid (or kind/namespace/name):
-    a storm of events about the same pods costs one lookup per pod."""
+    """Involved object -> the Argo CD app it belongs to, cached by the object's uid (or
+    kind/namespace/name): a storm of events about the same pods costs one lookup per pod.
+    ``apps`` says which apps deploy to this cluster; ``apps_in``/``knows`` are the same for a
+    single cluster and instance, by name."""
 
     READERS = {
         "Pod": ("core", "read_namespaced_pod"),
@@ -88,6 +134,7 @@ class Correlator:
         self,
         api_client: Any,
         *,
+        apps: Apps | None = None,
         apps_in: Callable[[str], frozenset[str]] | None = None,
         knows: Callable[[str], bool] | None = None,
         cache_size: int = 20000,
@@ -99,9 +146,8 @@ class Correlator:
             "apps": k8s.AppsV1Api(api_client),
             "batch": k8s.BatchV1Api(api_client),
         }
-        self.apps_in = apps_in
-        self.knows = knows
-        self.cache: OrderedDict[str, str | None] = OrderedDict()
+        self.apps: Apps = apps if apps is not None else _ByName(apps_in, knows)
+        self.cache: OrderedDict[str, Owner | None] = OrderedDict()
         self.cache_size = cache_size
         self.lookups = 0
         self._lock = threading.Lock()  # app_for runs in worker threads, cached on the loop
@@ -123,10 +169,8 @@ class Correlator:
             return None
         return data if isinstance(data, dict) else None
 
-    def _accept(self, name: str | None) -> str | None:
-        if name and (self.knows is None or self.knows(name)):
-            return name
-        return None
+    def _accept(self, qualified: str | None) -> Owner | None:
+        return self.apps.named(qualified) if qualified else None
 
     @staticmethod
     def _key(involved: dict[str, Any]) -> str:
@@ -134,7 +178,7 @@ class Correlator:
         kind, name = str(involved.get("kind") or ""), str(involved.get("name") or "")
         return str(involved.get("uid") or "") or f"{kind}/{namespace}/{name}"
 
-    def cached(self, involved: dict[str, Any]) -> tuple[bool, str | None]:
+    def cached(self, involved: dict[str, Any]) -> tuple[bool, Owner | None]:
         """(True, app) when the answer is cached: no API read needed."""
         uid = self._key(involved)
         with self._lock:
@@ -143,7 +187,7 @@ class Correlator:
                 return True, self.cache[uid]
         return False, None
 
-    def app_for(self, involved: dict[str, Any]) -> str | None:
+    def app_for(self, involved: dict[str, Any]) -> Owner | None:
         """Blocking (reads owners from the API): call it in a worker thread."""
         hit, cached = self.cached(involved)
         if hit:
@@ -151,7 +195,7 @@ class Correlator:
         uid = self._key(involved)
         namespace = str(involved.get("namespace") or "")
         kind, name = str(involved.get("kind") or ""), str(involved.get("name") or "")
-        found: str | None = None
+        found: Owner | None = None
         for _ in range(4):  # Pod -> ReplicaSet -> Deployment (-> a parent) at most
             obj = self._get(kind, namespace, name)
             if obj is None:
@@ -165,8 +209,8 @@ class Correlator:
             if owner is None:
                 break
             kind, name = str(owner.get("kind") or ""), str(owner.get("name") or "")
-        if not found and self.apps_in is not None:
-            candidates = self.apps_in(namespace)
+        if not found:
+            candidates = self.apps.in_namespace(namespace)
             if len(candidates) == 1:
                 found = next(iter(candidates))
         with self._lock:
@@ -191,14 +235,17 @@ class EventWatch:
         page_size: int = 500,
         seen_size: int = 50000,
         backoff: Backoff | None = None,
+        cluster: str = "",
     ) -> None:
-        """``emit`` is called on the event loop. Start with ``start()`` from a running loop."""
+        """``emit`` is called on the event loop. Start with ``start()`` from a running loop.
+        ``cluster`` names the watched cluster in logs and /readyz ("" with only one)."""
         from kubernetes import client as k8s
 
         self.core: Any = k8s.CoreV1Api(api_client)
         self.correlator = correlator
         self.emit = emit
         self.namespaces = tuple(namespaces)
+        self.cluster = cluster
         self.reasons = reasons
         self.timeout_seconds = timeout_seconds
         self.page_size = page_size
@@ -224,14 +271,15 @@ class EventWatch:
     def failing(self) -> str | None:
         """Why a watch is broken, until it lists again (for /readyz); None when all are fine."""
         return (
-            "; ".join(f"{_where(ns)}: {why}" for ns, why in sorted(self.problems.items())) or None
+            "; ".join(f"{self._where(ns)}: {why}" for ns, why in sorted(self.problems.items()))
+            or None
         )
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         for namespace in self.namespaces or ("",):
             self.stats[namespace] = kube_watch.Stats()
-            name = f"k8s-events:{namespace or '*'}"
+            name = f"k8s-events:{self.cluster + ':' if self.cluster else ''}{namespace or '*'}"
             self._tasks.append(loop.create_task(self._run(namespace), name=name))
 
     async def close(self) -> None:
@@ -271,15 +319,17 @@ class EventWatch:
         if ev.get("type") != "Warning" or ev.get("reason") not in self.reasons:
             return None
         involved = ev.get("involvedObject") or {}
-        hit, app = self.correlator.cached(involved)
+        hit, owner = self.correlator.cached(involved)
         if not hit:  # reads owners from the API: in a worker thread
-            app = await asyncio.to_thread(self.correlator.app_for, involved)
-        if app is None:
+            owner = await asyncio.to_thread(self.correlator.app_for, involved)
+        if owner is None:
             return None
         obj = f"{involved.get('kind', '?')}/{involved.get('name', '?')}"
         return Signal(
             kind="warning",
-            app=app,
+            app=owner.app,
+            instance=owner.instance,
+            cluster=owner.cluster,
             source="events",
             namespace=str(involved.get("namespace") or ""),
             event=EventCount(str(ev.get("reason")), obj, str(ev.get("message") or "")[:500], delta),
@@ -322,12 +372,12 @@ class EventWatch:
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug, not the cluster: keep its traceback, keep watching
-                log.exception("Kubernetes events watch in %s failed", _where(namespace))
+                log.exception("Kubernetes events watch in %s failed", self._where(namespace))
                 await asyncio.sleep(self.backoff.delay())
 
     def _synced(self, namespace: str) -> None:
         if self.problems.pop(namespace, None) is not None:
-            log.info("Kubernetes Warning events in %s: watching again", _where(namespace))
+            log.info("Kubernetes Warning events in %s: watching again", self._where(namespace))
         self._primed.add(namespace)
         if len(self._primed) == len(self.stats):
             self.ready.set()
@@ -336,13 +386,15 @@ class EventWatch:
         """Say once what is wrong (which right is missing, where); then retry quietly."""
         text = str(e)
         if self.problems.get(namespace) == text:
-            log.debug("Kubernetes Warning events in %s: still %s", _where(namespace), text)
+            log.debug("Kubernetes Warning events in %s: still %s", self._where(namespace), text)
             return
         self.problems[namespace] = text
         log.warning(
-            "Kubernetes Warning events in %s: %s Retrying with backoff.", _where(namespace), text
+            "Kubernetes Warning events in %s: %s Retrying with backoff.",
+            self._where(namespace),
+            text,
         )
 
-
-def _where(namespace: str) -> str:
-    return f"namespace {namespace}" if namespace else "all namespaces"
+    def _where(self, namespace: str) -> str:
+        where = f"namespace {namespace}" if namespace else "all namespaces"
+        return f"{where} of cluster {self.cluster}" if self.cluster else where

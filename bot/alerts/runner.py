@@ -108,7 +108,8 @@ class AlertRunner:
         self.deliverer: Deliverer | None = None
         self.app_watch: Any = None  # the default instance's (it correlates Warning events)
         self.app_watches: list[Any] = []  # one per Argo CD instance
-        self.event_watch: Any = None
+        self.event_watch: Any = None  # the first cluster's (the default one without clusters)
+        self.event_watches: list[Any] = []  # one per watched cluster
         self.autorollback: Any = None  # bot.alerts.autorollback.AutoRollback, with the watch
         self.registry = reg
         self._signals: asyncio.Queue[Signal] = asyncio.Queue(maxsize=100_000)
@@ -179,7 +180,7 @@ class AlertRunner:
                 usage="INCIDENT",
                 about="Acknowledge an alert (stops its re-announcements), e.g. ack payments:degraded",
             )
-        self.app_watches, self.app_watch, self.event_watch = watches.start(
+        self.app_watches, self.app_watch, self.event_watches = watches.start(
             self.settings,
             self.services,
             self.signal,
@@ -189,9 +190,10 @@ class AlertRunner:
             kube_client=self.options.kube_client,
             operations=self._operations,
         )
-        if self.app_watch is not None and self.services is not None:
-            # before the watch's first event (no await since it started): the policy sees all
-            self._start_autorollback(self.services)  # it follows the default instance
+        self.event_watch = self.event_watches[0] if self.event_watches else None
+        if self.app_watches and self.services is not None:
+            # before the watches' first event (no await since they started): the policy sees all
+            self._start_autorollback(self.services)  # it follows every instance
 
     def _start_scheduler(self) -> None:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -219,7 +221,8 @@ class AlertRunner:
         self.autorollback = ar.AutoRollback(
             self.settings, self.store, services, threads, self.registry
         )
-        self.app_watch.observers.append(self.autorollback.observe)
+        for watch in self.app_watches:
+            watch.observers.append(self.autorollback.observer(services.on(watch.instance)))
 
     async def close(self) -> None:
         if self._scheduler is not None:
@@ -229,8 +232,8 @@ class AlertRunner:
             await watch.close()
         if self.autorollback is not None:
             await self.autorollback.close()
-        if self.event_watch is not None:
-            await self.event_watch.close()
+        for event_watch in self.event_watches:
+            await event_watch.close()
         for t in [*self._tasks, *self._background]:
             t.cancel()
         for t in [*self._tasks, *self._background]:
@@ -420,7 +423,7 @@ async def start(
     log.info(
         "alerts: sinks %s; watching %s; %d incident(s) active",
         ", ".join(sorted(runner.sinks)) or "NONE (alerts are stored, not sent)",
-        watches.describe(runner.app_watches, runner.event_watch),
+        watches.describe(runner.app_watches, runner.event_watches),
         len(runner.engine.incidents),
     )
     return runner

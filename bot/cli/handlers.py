@@ -114,7 +114,7 @@ async def do_autorollback(settings: Settings, args: argparse.Namespace) -> Resul
     from commands.autorollback_cmd import MAX_PAUSE, MIN_PAUSE, autorollback
 
     if args.app is not None:
-        validation.app_name(args.app)
+        targets.parse(args.app)  # APP, NAMESPACE/APP or APP@INSTANCE
     elif args.mode != "status":
         raise errors.BadInput(f"autorollback {args.mode} needs an APP.")
     duration = None

@@ -151,7 +151,8 @@ class Singletons:
         app_watches = list(getattr(self.alerts, "app_watches", None) or [])  # one per instance
         several = len(app_watches) > 1
         watches = [(f"app_watch {w.instance}" if several else "app_watch", w) for w in app_watches]
-        watches.append(("event_watch", getattr(self.alerts, "event_watch", None)))
+        for w in getattr(self.alerts, "event_watches", None) or []:  # one per cluster
+            watches.append((f"event_watch {w.cluster}" if w.cluster else "event_watch", w))
         failing = [
             f"{name}: {problem}"
             for name, watch in watches
