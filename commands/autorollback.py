@@ -21,7 +21,8 @@ The rules, in order (the first that applies decides):
    ``per_app_per_hour`` and ``global_per_hour`` an hour (``rate_limited_app``/``_global``).
 4. **Action.** Mode ``propose``: a Rollback button in the incident thread (a person decides, so
    no rate limit). ``dry_run``: decide and audit only (rate-limited as a real revert would be).
-   Mode ``on``: revert (``acted``).
+   Mode ``on``: revert (``acted``), under the app's operation lock like ``/rollback``; when a
+   person's command holds it, the glue skips instead (``busy``).
 
 At most one decision per (app, R): the glue claims it durably before anything else.
 """
@@ -61,6 +62,7 @@ class Reason(enum.StrEnum):
     RATE_LIMITED_GLOBAL = "rate_limited_global"
     NO_COMMIT = "no_commit"
     DUPLICATE = "duplicate"  # the same (app, R) seen again: not a new decision
+    BUSY = "busy"  # a person's command holds the app's operation lock: theirs to finish
 
 
 @dataclass(frozen=True)

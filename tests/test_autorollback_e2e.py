@@ -6,6 +6,7 @@ happened, with Undo and Pause buttons that go through the chat dispatcher."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from bot.chat.dispatch import Dispatcher
 from bot.chat.invocation import Invocation
 from bot.config.models import Authorization, AutoRollback, Grant
 from bot.state.autorollback import PolicyLedger
+from bot.state.locks import Holder
 from commands.argocd.app import AUTO_ROLLBACK_ANNOTATION
 from commands.argocd.client import ArgoCD
 from commands.autorollback import TRAILER
@@ -303,3 +305,55 @@ async def test_degraded_for_the_grace_period_after_a_sync_is_reverted(
         said = await reply_with(slack, "payments", "auto-rollback reverted")
         assert "Back-off pulling image payments:1.1" in json.dumps(said["blocks"])
         await h.idle()
+
+
+async def test_the_policy_and_a_person_never_operate_on_one_app_at_once(
+    tmp_path: Path, slack: FakeSlack, argo: FakeArgoCD, github: FakeGitHub, ws: Workspace
+) -> None:
+    good = ws.tip()
+    for app in ("payments", "orders"):
+        argo.add_app(opted(app, good))
+        argo.track_git(app, ws.tip)
+    async with running(tmp_path, slack, argo, github) as h:
+        assert h.store is not None
+        await settled_good(h, ("payments", good), ("orders", good))
+        dispatcher = Dispatcher(h.settings, h.services, h.store)
+        try:
+            # a person's command holds payments (the dispatcher's lock, as while /sync runs)
+            line = Holder("sync payments", "ops", "slack", time.time())
+            assert await dispatcher.locks.take("payments", line) is None
+            bad = ws.commit("Bump payments to 1.1", {values("payments"): "image: payments:1.1\n"})
+            fail_auto_sync(argo, "payments", bad)
+            row = await decided(h, "payments")
+            assert row["outcome"] == "busy"
+            assert row["detail"] == (
+                "ops (slack) is running `sync payments` on payments: the policy leaves it to them."
+            )
+            said = await reply_with(slack, "payments", "did not act (busy)")
+            assert "ops (slack) is running `sync payments`" in json.dumps(said["blocks"])
+            assert ws.tip() == bad  # nothing reverted
+            assert metric(h, "chatops_autorollback_decisions_total", reason="busy") == 1
+            await dispatcher.locks.release("payments")
+
+            # the policy's rollback of orders holds orders: a person's /sync meanwhile is busy
+            bad = ws.commit("Bump orders to 1.1", {values("orders"): "image: orders:1.1\n"})
+            fail_auto_sync(argo, "orders", bad)
+            revert = await until_async(
+                lambda: ws.tip() if ws.parents(ws.tip()) == [bad] else None, timeout=20
+            )
+            # Argo CD has not taken the revert yet: the policy is following it to Healthy
+            reply = RecordingReply()
+            assert await dispatcher.handle(said_in_chat(OPS, "sync orders"), reply) is None
+            assert reply.errors[0].startswith(
+                f"orders is busy: auto-rollback policy (policy) started `rollback orders "
+                f"{bad[:7]}` at "
+            )
+            assert argo.start_auto_sync("orders", revert)
+            row = await decided(h, "orders")
+            assert row["outcome"] == "acted" and row["detail"].startswith("changed:"), row
+            await h.idle()
+            assert h.store.query("SELECT COUNT(*) FROM op_locks")[0][0] == 0  # released
+            done = await dispatcher.handle(said_in_chat(OPS, "sync orders"), RecordingReply())
+            assert done is not None and done.ok
+        finally:
+            await dispatcher.locks.close()

@@ -7,9 +7,11 @@ not opted in costs one dict lookup), remembers how each opted-in app settled at 
 task that decides under a lock, so rate limits and the once-per-(app, R) claim stay exact:
 
     trigger -> already decided? -> gather (pause, self-heal, Git: the commit that brought R,
-    the policy's reverts, counts) -> decide -> claim (app, R) durably -> audit -> say it in the
-    incident thread -> act: ``commands.rollback.rollback`` (CAS, conflicts, protected branch ->
-    pull request) with ``Requested-by: auto-rollback policy``, followed to Synced and Healthy.
+    the policy's reverts, counts) -> decide -> to act, take the app's operation lock
+    (``bot.alerts.policy_lock``; held by a person: skip, ``busy``) -> claim (app, R) durably ->
+    audit -> say it in the incident thread -> act: ``commands.rollback.rollback`` (CAS,
+    conflicts, protected branch -> pull request) with ``Requested-by: auto-rollback policy``,
+    followed to Synced and Healthy -> release the lock.
 
 With several Argo CD instances the policy follows each instance's watch (``observer(svc)``) and
 names an app as chat does (``APP@INSTANCE``, ``NAMESPACE/APP``): its marks, claims, pauses,
@@ -35,10 +37,13 @@ from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
+from bot.alerts.policy_lock import PolicyLock
 from bot.metrics import Registry, rollbacks
 from bot.settings import Settings
 from bot.state.alerts import AlertStore
 from bot.state.autorollback import HOUR, Claim, PolicyLedger
+from bot.state.leader import identity
+from bot.state.locks import OperationLocks
 from bot.state.store import Store
 from commands import errors
 from commands import rollback as rollback_cmd
@@ -135,6 +140,7 @@ class AutoRollback:
         metrics: Registry,
         *,
         clock: Callable[[], float] = time.time,
+        locks: OperationLocks | None = None,
     ) -> None:
         self.config = settings.auto_rollback_policy()
         self.store = store
@@ -142,6 +148,7 @@ class AutoRollback:
         self.threads = threads
         self.ledger = PolicyLedger(store)
         self.clock = clock
+        self.lock = PolicyLock(locks or OperationLocks(store, identity(settings.instance_id)))
         self.opts = SyncOptions(
             prune=True,
             timeout=settings.sync_timeout,
@@ -245,6 +252,7 @@ class AutoRollback:
         for t in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        await self.lock.close()
 
     async def idle(self) -> None:
         """Until every decision and action started so far has finished (tests)."""
@@ -255,6 +263,21 @@ class AutoRollback:
     async def _handle(
         self, trigger: Trigger, app: Application, hint: bool | None, svc: Services
     ) -> None:
+        held: list[str] = []  # the operation lock this decision took: released when it is done
+        try:
+            await self._decide_and_act(trigger, app, hint, svc, held)
+        finally:
+            for key in held:
+                await self.lock.release(key)
+
+    async def _decide_and_act(
+        self,
+        trigger: Trigger,
+        app: Application,
+        hint: bool | None,
+        svc: Services,
+        held: list[str],
+    ) -> None:
         mode, _source = mode_for(app, self.config)
         async with self._decide:
             if await self.store.run(self.ledger.decided, trigger.app, trigger.revision):
@@ -263,6 +286,9 @@ class AutoRollback:
             situation = await self._situation(trigger, app, mode, hint, svc)
             decision = decide(trigger, situation, self.config)
             commit = situation.commit
+            if decision.action == "act" and commit is not None:  # as the dispatcher names it
+                key = trigger.app  # named as chat names it (APP@INSTANCE, NAMESPACE/APP)
+                decision = await self.lock.take(key, commit, decision, held)
             claim = Claim(
                 trigger.app,
                 trigger.revision,

@@ -5,7 +5,8 @@
 the store (so alerts accepted before a crash go out now, once), starts the delivery worker, the
 Argo CD application watch and the Kubernetes Warning-event watch when those are configured, a
 timer loop for grace periods and recovery holds, and an apscheduler job that re-announces
-unacknowledged incidents. It registers the ``ack`` command on the dispatcher it is given. It knows
+unacknowledged incidents. It registers ``ack`` (``bot.alerts.ack``) on the dispatcher it is given
+(with a Lease, ``bot.server.leadership`` registers it for every replica instead). It knows
 nothing of the webhook endpoint: the server wiring hands the runner to it
 (``WebhookEndpoint.attach``), since both live as long as the server.
 
@@ -19,21 +20,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
-from bot.alerts import incident_metrics, sync_metrics, watches
+from bot.alerts import ack, incident_metrics, sync_metrics, watches
 from bot.alerts import sinks as sink_factory
+from bot.alerts.ack import CommandRegistry
 from bot.alerts.alert_metrics import AlertMetrics
 from bot.metrics import Registry
 from bot.settings import Settings
+from bot.state.acks import AckOutcome
 from bot.state.alerts import AlertStore
 from bot.state.store import Store
-from commands import errors
 from commands.argocd.app import tree_problems
 from commands.context import Services, resolve
-from commands.results import Result, Status
+from commands.results import Result
 from notifiers.alert import CommitRef, ResourceProblem
 from notifiers.delivery import ChatSink, Clock, Deliverer, DeliveryPolicy, OutboxItem
 from notifiers.incidents.engine import Engine
@@ -58,21 +60,6 @@ class AlertOptions:
     watch_events: bool = True
     reannounce_every: float | None = None  # how often to look; default min(60, interval / 4)
     kube_client: Any = None  # default: services.kube.api_client
-
-
-class CommandRegistry(Protocol):
-    """Where the ``ack`` command goes: the chat dispatcher (``bot.chat.dispatch.Dispatcher``),
-    passed in by the server wiring; alerts never import the chat package."""
-
-    def register(
-        self,
-        name: str,
-        handler: Callable[[Any, list[str]], Awaitable[Result]],
-        *,
-        mutating: bool,
-        usage: str = "",
-        about: str = "",
-    ) -> None: ...
 
 
 class AlertRunner:
@@ -173,13 +160,7 @@ class AlertRunner:
         ]
         self._start_scheduler()
         if dispatcher is not None:
-            dispatcher.register(
-                "ack",
-                self.ack_command,
-                mutating=False,
-                usage="INCIDENT",
-                about="Acknowledge an alert (stops its re-announcements), e.g. ack payments:degraded",
-            )
+            ack.register(dispatcher, self.ack_command)
         self.app_watches, self.app_watch, self.event_watches = watches.start(
             self.settings,
             self.services,
@@ -371,32 +352,15 @@ class AlertRunner:
         if self.alert_store is not None:
             await self.alert_store.purge()
 
-    # -- the "ack" command ----------------------------------------------------------------
+    # -- the "ack" command (bot.alerts.ack) ----------------------------------------------------
     async def ack_command(self, inv: Any, args: list[str]) -> Result:
-        if not args:
-            raise errors.BadInput(
-                "Say which incident to acknowledge.", hint="e.g. ack payments:degraded"
-            )
-        assert self.alert_store is not None
-        who = str(getattr(inv, "user_name", "") or getattr(inv, "user_id", "") or "someone")
-        ref = args[0]
-        inc, fresh, items = await self.alert_store.acknowledge(ref, who)
-        self._after(items)
-        if inc is None:
-            raise errors.NotFound(f"There is no open incident {ref}.")
-        if not fresh:
-            return Result(
-                "ack",
-                inc.key,
-                Status.NOOP,
-                f"{inc.key} was already acknowledged by {inc.acked_by}.",
-            )
-        return Result(
-            "ack",
-            inc.key,
-            Status.CHANGED,
-            f"Acknowledged {inc.key}; it will not be re-announced.",
-        )
+        return ack.result(await self.apply_ack(ack.incident_ref(args), ack.who(inv)))
+
+    async def apply_ack(self, ref: str, by: str) -> AckOutcome:
+        """Acknowledge ``ref`` in this runner's engine (the leader's: ``ack`` from any replica
+        ends here, directly or through the store's queue)."""
+        assert self.alert_store is not None, "AlertRunner.start() first"
+        return await ack.apply(self.alert_store, self._after, ref, by)
 
 
 async def start(

@@ -4,13 +4,18 @@ Every replica serves HTTP (Slack events and interactions, Argo CD webhooks, heal
 runs Slack. Only the holder of the ``coordination.k8s.io/v1`` Lease (``bot.state.leader``) runs
 what must exist once: the alert runner (Application and Event watches, incident engine, outbox
 delivery, re-announcements), the self-heal scheduler, the Discord gateway session (two sessions
-of one token would both receive each interaction) and the drain of the webhook inbox.
+of one token would both receive each interaction) and the drains of the webhook inbox and of
+the ack queue.
 
 Webhooks: a follower (and a leader between terms) hands ``POST /webhooks/argocd`` to the
 ``Inbox``, which answers 202 once the signals are committed to the shared store; the leader's
 drain feeds them to its engine under the same de-duplication key. On ``on_start`` the endpoint is
 attached to the runner, on ``on_stop`` back to the inbox BEFORE the runner closes, so no request
 finds a closed runner.
+
+Acks: ``ack`` works on every replica. The leader applies it to its engine at once; a follower
+queues it in the store (``bot.state.acks``), which the leader drains, and answers with the
+leader's words once applied, or says it is queued if no leader applied it within a few seconds.
 
 Delivery is the leader's alone, not claimed row by row with ``FOR UPDATE SKIP LOCKED``: the
 deliverer keeps per-channel state in memory (rate buckets, coalesced edits, thread roots, the
@@ -32,15 +37,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from bot.alerts.runner import AlertRunner, CommandRegistry
+from bot.alerts import ack
+from bot.alerts.runner import AlertRunner
 from bot.alerts.webhooks import WebhookEndpoint
 from bot.metrics import Registry
 from bot.settings import ConfigError, Settings
+from bot.state.acks import AckQueue, Apply
 from bot.state.inbox import Inbox
 from bot.state.leader import LeaderElector, Timings, identity
 from bot.state.store import Store
-from commands import errors
-from commands.results import Result
 
 log = logging.getLogger("chatops.serve")
 
@@ -103,6 +108,8 @@ class Leadership:
         self.webhook = webhook
         self.inbox = Inbox(store)
         self.inbox_poll = inbox_poll
+        self.acks = AckQueue(store)
+        self.ack = ack.AnyReplica(self.acks, self._local_ack, lambda: self.elector.holder or None)
         self.elector = LeaderElector(
             api_client,
             name=self.name,
@@ -115,7 +122,7 @@ class Leadership:
             on_start=self._on_start,
             on_stop=self._on_stop,
         )
-        self._drain: asyncio.Task[None] | None = None
+        self._drains: list[asyncio.Task[None]] = []
         self._runner: AlertRunner | None = None
         self.active = False  # this replica's singletons are up (set after they started)
         self._m_leader = metrics.gauge(
@@ -145,26 +152,15 @@ class Leadership:
         """A readiness check of a singleton: a follower serves HTTP and is ready without it."""
         return lambda: check() if self.is_leader else None
 
-    def register_ack(self, commands: CommandRegistry | None) -> None:
-        """``ack`` once, for every term: the runner of a past term is closed."""
+    def register_ack(self, commands: ack.CommandRegistry | None) -> None:
+        """``ack`` once, for every term, on every replica: applied here while this replica
+        leads, else queued in the store for the leader (``bot.alerts.ack``)."""
         if commands is not None:
-            commands.register(
-                "ack",
-                self._ack,
-                mutating=False,
-                usage="INCIDENT",
-                about="Acknowledge an alert (stops its re-announcements), e.g. ack payments:degraded",
-            )
+            ack.register(commands, self.ack)
 
-    async def _ack(self, inv: Any, args: list[str]) -> Result:
+    def _local_ack(self) -> Apply | None:
         runner = self._runner
-        if runner is None or not self.is_leader:
-            leader = self.elector.holder or "no replica yet"
-            raise errors.Unavailable(
-                f"Alerts are handled by the leading replica ({leader}), not this one.",
-                hint="Try again in a moment.",
-            )
-        return await runner.ack_command(inv, args)
+        return runner.apply_ack if runner is not None and self.is_leader else None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -186,9 +182,12 @@ class Leadership:
             self._runner = runner
             if self.webhook is not None:
                 self.webhook.attach(runner)
-            self._drain = asyncio.create_task(
-                self.inbox.run(runner.ingest, self.inbox_poll), name="webhook-inbox"
-            )
+            self._drains = [
+                asyncio.create_task(
+                    self.inbox.run(runner.ingest, self.inbox_poll), name="webhook-inbox"
+                ),
+                asyncio.create_task(self.acks.run(runner.apply_ack), name="ack-queue"),
+            ]
         self.active = True
 
     async def _on_stop(self) -> None:
@@ -201,8 +200,9 @@ class Leadership:
         await self.singletons.stop_singletons()
 
     async def _stop_drain(self) -> None:
-        task, self._drain = self._drain, None
-        if task is not None:
+        tasks, self._drains = self._drains, []
+        for task in tasks:
             task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task

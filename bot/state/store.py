@@ -191,6 +191,24 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        8,
+        # acks a follower replica took, for the leader's incident engine (bot/state/acks.py);
+        # done_at, outcome and summary are the leader's answer, which the follower reads back
+        """
+        CREATE TABLE ack_requests (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ref TEXT NOT NULL,
+            by_name TEXT NOT NULL,
+            requested_at REAL NOT NULL,
+            done_at REAL,
+            outcome TEXT NOT NULL DEFAULT '',
+            target TEXT NOT NULL DEFAULT '',
+            summary TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX ack_requests_pending ON ack_requests (done_at, id);
+        """,
+    ),
 ]
 
 REPLAY_PRUNE_EVERY = 60.0  # seconds between deletions of expired replay rows
