@@ -308,8 +308,12 @@ class Store:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            else:
+            try:
                 self._db.execute("COMMIT")
+            except BaseException:  # a failed COMMIT leaves the transaction open: every
+                if self._db.in_transaction:  # later BEGIN on the connection would fail
+                    self._db.execute("ROLLBACK")
+                raise
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         with self._lock:
@@ -366,12 +370,15 @@ class Store:
         args: str,
         app: str | None,
     ) -> int:
-        cur = self.execute(
+        # Read under the lock to the end: an INSERT ... RETURNING left unfinished keeps SQLite's
+        # statement (and its implicit transaction) open on the shared connection, and another
+        # thread's BEGIN or COMMIT then fails.
+        rows = self.query(
             "INSERT INTO audit (platform, user_id, user_name, channel, command, args, app,"
             " started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (platform, user_id, user_name, channel, command, args, app, time.time()),
         )
-        return int(cur.fetchone()[0])
+        return int(rows[0][0])
 
     def audit_end(self, audit_id: int, outcome: str, detail: str = "") -> None:
         self.execute(

@@ -10,13 +10,22 @@ Apps are named as the argocd CLI names them: ``NAMESPACE/APP`` for an app outsid
 namespace ("apps in any namespace"), which travels as ``appNamespace`` on every call that takes
 it (the query of a GET or DELETE, the body of a sync or patch); a bare ``APP`` sends none, and
 Argo CD looks in its own namespace.
+
+Connections come from two pools, each with a gate in front so httpx never queues: calls
+(``max_calls`` in flight; the rest wait their turn here, up to the timeout) and application
+streams (``max_streams`` open, one per running sync or rollback wait plus the bot's watch). A
+queue inside httpcore's pool is scanned connection by connection whenever any request starts or
+ends: with 200 syncs waiting, that scan took a fifth of the bot's CPU. And a stream holds its
+connection for as long as it runs: in a shared pool, streams would starve the short calls.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import difflib
 import json
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any, Literal
 
 import httpx
@@ -27,12 +36,16 @@ from commands.argocd.app import Application
 JSON = "application/json"
 REFRESH_TIMEOUT = 120.0
 REQUEST_ID_INFO = "chatops-request-id"  # a refresh blocks until the controller has reconciled
+MAX_CALLS = 20  # calls in flight to one argocd-server (the controller refreshes 20 apps at once)
+MAX_STREAMS = 512  # open application streams to one argocd-server
+STREAM_KEEPALIVE = 8  # idle stream connections kept for the next stream
 
 
 class ArgoCD:
-    """One argocd-server. ``transport`` exists for tests that must not open sockets; the
-    normal path is a real HTTP connection (TLS verified by default, ``ca_bundle`` optional).
-    ``namespace`` is Argo CD's own namespace: its apps are named without one."""
+    """One argocd-server over real HTTP (TLS verified by default, ``verify`` may name a CA
+    bundle). ``client`` replaces both pools (tests that must not open sockets). ``namespace``
+    is Argo CD's own namespace: its apps are named without one. ``timeout`` bounds each call,
+    and separately the wait for its turn when ``max_calls`` are in flight."""
 
     def __init__(
         self,
@@ -43,21 +56,38 @@ class ArgoCD:
         timeout: float = 30.0,
         client: httpx.AsyncClient | None = None,
         namespace: str = "argocd",
+        max_calls: int = MAX_CALLS,
+        max_streams: int = MAX_STREAMS,
     ) -> None:
+        if max_calls < 1 or max_streams < 1:
+            raise ValueError("max_calls and max_streams must be at least 1")
         self.base_url = base_url.rstrip("/")
         self.namespace = namespace
+        self.max_calls = max_calls
         self._token = token
-        self._client = client or httpx.AsyncClient(
-            base_url=self.base_url,
-            verify=verify,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            follow_redirects=False,
-        )
+        self._wait = timeout
+        self._calls = asyncio.Semaphore(max_calls)
+        self._streams = asyncio.Semaphore(max_streams)
+
+        def pool(connections: int, keepalive: int) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
+                base_url=self.base_url,
+                verify=verify,
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+                follow_redirects=False,
+                limits=httpx.Limits(
+                    max_connections=connections, max_keepalive_connections=keepalive
+                ),
+            )
+
+        self._client = client or pool(max_calls, max_calls)
+        self._stream_client = client or pool(max_streams, min(max_streams, STREAM_KEEPALIVE))
         self._own_client = client is None
 
     async def aclose(self) -> None:
         if self._own_client:
             await self._client.aclose()
+            await self._stream_client.aclose()
 
     async def __aenter__(self) -> ArgoCD:
         return self
@@ -181,13 +211,16 @@ class ArgoCD:
         if selector:
             params["selector"] = selector
         try:
-            async with self._client.stream(
-                "GET",
-                "/api/v1/stream/applications",
-                params=params,
-                headers=self._headers(),
-                timeout=httpx.Timeout(None, connect=10.0),
-            ) as resp:
+            async with (
+                self._streams,
+                self._stream_client.stream(
+                    "GET",
+                    "/api/v1/stream/applications",
+                    params=params,
+                    headers=self._headers(),
+                    timeout=httpx.Timeout(None, connect=10.0),
+                ) as resp,
+            ):
                 if resp.status_code >= 400:
                     await resp.aread()
                     await check_response(resp, app=name, client=self)
@@ -217,6 +250,23 @@ class ArgoCD:
             h["Content-Type"] = JSON
         return h
 
+    @contextlib.asynccontextmanager
+    async def _turn(self, method: str, path: str) -> AsyncIterator[None]:
+        """One of the ``max_calls`` places, waited for up to the client's timeout."""
+        try:
+            async with asyncio.timeout(self._wait):
+                await self._calls.acquire()
+        except TimeoutError as e:
+            raise errors.Timeout(
+                f"Argo CD is busy: {method} {path} waited {self._wait:g} s behind the "
+                f"bot's {self.max_calls} calls in flight.",
+                hint="Argo CD answers slowly (a refresh waits for the controller); try again.",
+            ) from e
+        try:
+            yield
+        finally:
+            self._calls.release()
+
     async def _request(
         self,
         method: str,
@@ -231,14 +281,15 @@ class ArgoCD:
         if content is None and method != "GET":
             content = b""
         try:
-            resp = await self._client.request(
-                method,
-                path,
-                params=params,
-                content=content,
-                headers=self._headers(body=method != "GET"),
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
+            async with self._turn(method, path):
+                resp = await self._client.request(
+                    method,
+                    path,
+                    params=params,
+                    content=content,
+                    headers=self._headers(body=method != "GET"),
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                )
         except httpx.TimeoutException as e:
             raise errors.Timeout(
                 f"Argo CD did not answer {method} {path} in time.",

@@ -82,12 +82,43 @@ def run_fakes(n_apps: int, sync_seconds: float, out: Any, stop: Any) -> None:
 
 
 # -- process 2: the bot --------------------------------------------------------------------------
-def run_bot(values: dict[str, Any], out: Any, stop: Any, done_expected: int) -> None:
+def run_bot(values: dict[str, Any], out: Any, stop: Any, done_expected: int, profile: str) -> None:
     pin(0)
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(_bot(values, out, stop, done_expected))
+    if not profile:
+        asyncio.run(_bot(values, out, stop, done_expected))
+        return
+    import cProfile
+
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        asyncio.run(_bot(values, out, stop, done_expected))
+    finally:
+        prof.disable()
+        prof.dump_stats(profile)
+
+
+def profile_report(path: str) -> None:
+    """Where the bot's CPU went: the total, httpcore's connection pool (its scans of every
+    connection for every queued request), and the costliest functions by own time."""
+    import pstats
+
+    stats = pstats.Stats(path)
+    raw = stats.stats  # type: ignore[attr-defined]
+    idle = sum(tt for (_, _, fn), (_, _, tt, _, _) in raw.items() if "epoll" in fn)
+    busy = stats.total_tt - idle  # type: ignore[attr-defined]
+    pool = sum(
+        ct for (file, _, fn), (_, _, _, ct, _) in raw.items()
+        if file.endswith("httpcore/_async/connection_pool.py") and fn == "_assign_requests_to_connections"
+    )  # fmt: skip
+    scans = sum(nc for (file, _, fn), (_, nc, _, _, _) in raw.items() if fn == "can_handle_request")
+    print(f"profile ({path}): bot busy {busy:.1f} s (idle in epoll {idle:.1f} s); httpcore pool "
+          f"assignment {pool:.1f} s ({100 * pool / busy:.0f}% of busy), can_handle_request called "
+          f"{scans:,} times")  # fmt: skip
+    stats.sort_stats("tottime").print_stats(12)
 
 
 async def _bot(values: dict[str, Any], out: Any, stop: Any, done_expected: int) -> None:
@@ -118,8 +149,13 @@ async def _bot(values: dict[str, Any], out: Any, stop: Any, done_expected: int) 
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gen2 = [p for g, p in pauses if g == 2]
+    outcomes: dict[str, int] = {}
+    for r in rows:
+        outcomes[str(r["outcome"])] = outcomes.get(str(r["outcome"]), 0) + 1
     out.put({"syncs": len(rows), "changed": len(finished), "took": took, "rss_mb": rss,
-             "gen2": len(gen2), "gen2_max": max(gen2, default=0.0)})  # fmt: skip
+             "gen2": len(gen2), "gen2_max": max(gen2, default=0.0), "outcomes": outcomes,
+             "errors": sorted({str(r["detail"] or "")[:160] for r in rows
+                               if r["outcome"] != "changed"})[:8]})  # fmt: skip
     await bot.stop()
 
 
@@ -362,6 +398,7 @@ def main() -> int:
     parser.add_argument("--flood-connections", type=int, default=200)
     parser.add_argument("--half-open", type=int, default=500)
     parser.add_argument("--flood-body", type=int, default=800_000)
+    parser.add_argument("--profile", default="", help="cProfile the bot into this file")
     args = parser.parse_args()
     pin(1)
     n = args.requests
@@ -385,7 +422,7 @@ def main() -> int:
         "kube_exec": False,
     }
     bot_out, bot_stop = ctx.Queue(), ctx.Event()
-    bot = ctx.Process(target=run_bot, args=(values, bot_out, bot_stop, n))
+    bot = ctx.Process(target=run_bot, args=(values, bot_out, bot_stop, n, args.profile))
     bot.start()
     url = bot_out.get(timeout=60)["url"]
     noop_out, noop_stop = ctx.Queue(), ctx.Event()
@@ -449,6 +486,7 @@ def main() -> int:
             f"  syncs run to completion: {summary['changed']}/{summary['syncs']}, "
             f"each took median {statistics.median(took):.2f} s (fake Argo CD ~{args.sync_seconds:.0f} s)"
         )
+    print(f"  sync outcomes: {summary['outcomes']} {summary['errors']}")
     print(f"  Slack Web API saw {chat['posts']} chat.postMessage and {chat['updates']} chat.update")
     print(f"{n} signed /sync alone vs the same bytes to a no-op aiohttp server, per round:")
     ratios = []
@@ -477,6 +515,8 @@ def main() -> int:
     )
     print(f"  bot peak RSS: {summary['rss_mb']:.0f} MB")
     print(f"  bot full GC pauses: {summary['gen2']}, longest {summary['gen2_max'] * 1000:.1f} ms")
+    if args.profile:
+        profile_report(args.profile)
     ok = acked == n and ratio <= 1.3 and f99 < 1000
     print(f"  targets -> {'MET' if ok else 'NOT MET'}")
     return 0 if ok else 1

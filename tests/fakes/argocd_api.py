@@ -278,6 +278,16 @@ class FakeArgoCD:
     def requests(self) -> list[RecordedRequest]:
         return self._call(lambda: list(self._http.requests))
 
+    @property
+    def in_flight(self) -> dict[str, int]:
+        """Requests being handled now: ``{"calls": n, "streams": m}``."""
+        return self._call(lambda: dict(self._http.in_flight))
+
+    @property
+    def busiest(self) -> dict[str, int]:
+        """The most requests handled at once since the start: ``{"calls": n, "streams": m}``."""
+        return self._call(lambda: dict(self._http.busiest))
+
     def clear_requests(self) -> None:
         self._call(self._http.requests.clear)
 

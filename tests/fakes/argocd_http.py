@@ -129,6 +129,10 @@ class ArgoHttp:
     # request context ends). That context ends with the client's Grpc-Timeout, or when the
     # proxy in front of argocd-server stops waiting (nginx ingress proxy-read-timeout: 60 s).
     refresh_deadline: float | None = 60.0
+    # Requests being handled right now and the most at once, calls and streams apart: how
+    # many connections a client really keeps busy, as the server sees it.
+    in_flight: dict[str, int] = field(default_factory=lambda: {"calls": 0, "streams": 0})
+    busiest: dict[str, int] = field(default_factory=lambda: {"calls": 0, "streams": 0})
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
@@ -146,6 +150,17 @@ class ArgoHttp:
     # -- cross-cutting: record, injected failures, content type, auth ----------------------
     @web.middleware
     async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        kind = "streams" if request.path.startswith("/api/v1/stream/") else "calls"
+        self.in_flight[kind] += 1
+        self.busiest[kind] = max(self.busiest[kind], self.in_flight[kind])
+        try:
+            return await self._handle(request, handler)
+        finally:
+            self.in_flight[kind] -= 1
+
+    async def _handle(
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
         body = await request.read()
