@@ -10,16 +10,12 @@ it. When a person's command holds the lock, the policy does not act: its decisio
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections.abc import Callable
 
 from bot.state.locks import Holder, OperationLocks
 from commands.autorollback import REQUESTED_BY, Decision, Reason
 from commands.githost.port import CommitInfo
-
-log = logging.getLogger(__name__)
 
 
 class PolicyLock:
@@ -45,15 +41,7 @@ class PolicyLock:
         )
 
     async def release(self, app: str) -> None:
-        try:
-            await asyncio.shield(self.locks.release(app))
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # the row expires after the lock TTL without its heartbeat
-            self.locks.held.discard(app)
-            log.warning(
-                "auto-rollback: could not release the lock on %s: %s", app, type(e).__name__
-            )
+        await self.locks.release(app)
 
     async def close(self) -> None:
         """Stops the heartbeat; releases what is still held (a rollback cut short)."""

@@ -210,18 +210,9 @@ class Dispatcher:
         finally:
             self._m_busy.dec()
             if parsed.app is not None:
-                await self._unlock(parsed.app)
+                await self.locks.release(parsed.app)
         await self._end(audit_id, outcome, result.summary)
         return result, outcome
-
-    async def _unlock(self, app: str) -> None:
-        try:
-            await asyncio.shield(self.locks.release(app))
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # the row expires after the lock TTL without its heartbeat
-            self.locks.held.discard(app)
-            log.warning("could not release the lock on %s: %s", app, type(e).__name__)
 
     async def _execute(self, parsed: Parsed, reply: Reply) -> tuple[Result, str]:
         target = parsed.app or ""

@@ -14,15 +14,13 @@ acknowledged (an answer of "noop"). Answers nobody read are deleted after ``KEEP
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from bot.state.inbox import drain_forever
 from bot.state.store import Store
-
-log = logging.getLogger(__name__)
 
 Outcome = Literal["changed", "noop", "not_found"]
 OUTCOMES: dict[str, Outcome] = {"changed": "changed", "noop": "noop", "not_found": "not_found"}
@@ -134,14 +132,7 @@ class AckQueue:
 
     async def run(self, apply: Apply, poll: float = POLL) -> None:
         """The leader's loop (cancelled when it stops leading)."""
-        while True:
-            try:
-                n = await self.drain(apply)
-            except Exception:
-                log.exception("applying queued acks failed; retrying")
-                n = 0
-            if n < BATCH:
-                await asyncio.sleep(poll)
+        await drain_forever(lambda: self.drain(apply), poll, BATCH, "queued acks")
 
     def waiting(self) -> int:
         return int(

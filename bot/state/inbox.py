@@ -105,14 +105,22 @@ class Inbox:
 
     async def run(self, ingest: Ingest, poll: float = POLL) -> None:
         """The leader's loop (cancelled when it stops leading)."""
-        while True:
-            try:
-                n = await self.drain(ingest)
-            except Exception:
-                log.exception("draining the webhook inbox failed; retrying")
-                n = 0
-            if n < BATCH:
-                await asyncio.sleep(poll)
+        await drain_forever(lambda: self.drain(ingest), poll, BATCH, "the webhook inbox")
 
     def waiting(self) -> int:
         return int(self.store.query("SELECT COUNT(*) FROM webhook_inbox")[0][0])
+
+
+async def drain_forever(
+    drain: Callable[[], Awaitable[int]], poll: float, batch: int, what: str
+) -> None:
+    """A leader's loop over a store queue: drain again at once while full batches come, else
+    wait ``poll``; a failed drain is logged and retried (until cancelled)."""
+    while True:
+        try:
+            n = await drain()
+        except Exception:
+            log.exception("draining %s failed; retrying", what)
+            n = 0
+        if n < batch:
+            await asyncio.sleep(poll)

@@ -103,8 +103,15 @@ class OperationLocks:
         return busy
 
     async def release(self, app: str) -> None:
+        """Free ``app``; shielded, so a cancelled caller still frees it. A failed write is
+        logged, not raised: without its heartbeat the row expires after the TTL."""
         self.held.discard(app)
-        await asyncio.to_thread(self._release, app)
+        try:
+            await asyncio.shield(asyncio.to_thread(self._release, app))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning("could not release the lock on %s: %s", app, type(e).__name__)
 
     def _ensure_heartbeat(self) -> None:
         if self._task is None or self._task.done():

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -218,6 +219,20 @@ class StoreError(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Executed:
+    """What ``Store.execute`` ran: its row count and every row it returned, already read."""
+
+    rowcount: int
+    rows: list[Any]
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[Any]:
+        return list(self.rows)
+
+
 _MIGRATION_LOCK = 0x63686174  # "chat": the advisory lock id replicas take to migrate
 
 
@@ -315,9 +330,14 @@ class Store:
                     self._db.execute("ROLLBACK")
                 raise
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Executed:
+        """Run one statement and read its rows to the end under the lock: a statement left
+        half-read (an ``INSERT ... RETURNING``) keeps SQLite's implicit transaction open on the
+        shared connection, and another thread's BEGIN or COMMIT then fails."""
         with self._lock:
-            return self._db.execute(sql, tuple(params))
+            cur = self._db.execute(sql, tuple(params))
+            rows = list(cur.fetchall())
+            return Executed(int(cur.rowcount), rows)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -370,15 +390,12 @@ class Store:
         args: str,
         app: str | None,
     ) -> int:
-        # Read under the lock to the end: an INSERT ... RETURNING left unfinished keeps SQLite's
-        # statement (and its implicit transaction) open on the shared connection, and another
-        # thread's BEGIN or COMMIT then fails.
-        rows = self.query(
+        cur = self.execute(
             "INSERT INTO audit (platform, user_id, user_name, channel, command, args, app,"
             " started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (platform, user_id, user_name, channel, command, args, app, time.time()),
         )
-        return int(rows[0][0])
+        return int(cur.fetchone()[0])
 
     def audit_end(self, audit_id: int, outcome: str, detail: str = "") -> None:
         self.execute(
